@@ -1,0 +1,233 @@
+"""The `edge-ad` command line.
+
+Exit codes (documented in the README, relied on by scripts):
+    0  every image passed (or the command succeeded)
+    1  at least one image was rejected (NOK), none failed
+    2  the command line was wrong
+    3  at least one image got verdict ERROR
+    4  the command could not start or failed (bundle, engine, output folder)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edge_sdk.errors import EdgeADError
+
+EXIT_OK, EXIT_NOK, EXIT_USAGE, EXIT_ERROR_VERDICT, EXIT_FAILED = 0, 1, 2, 3, 4
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp"}
+
+log = logging.getLogger("edge_sdk.cli")
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def find_images(paths: Sequence[str]) -> list[Path]:
+    """Image files named directly or found (recursively, sorted) in named folders."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*")
+                                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise EdgeADError(f"{path}: no such image file or folder")
+    return found
+
+
+def _unique_name(path: Path, used: set[str]) -> str:
+    name = f"{path.stem}.jpg"
+    k = 1
+    while name in used:
+        name = f"{path.stem}-{k}.jpg"
+        k += 1
+    used.add(name)
+    return name
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import cv2
+    import numpy as np
+
+    from edge_sdk.inspector import Inspector
+    from edge_sdk.overlay import write_image
+    from edge_sdk.records import Verdict
+
+    images = find_images(args.images)
+    if not images:
+        raise EdgeADError(f"no images found in {', '.join(args.images)}")
+    out_dir = Path(args.out).expanduser().absolute() if args.out else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    inspector = Inspector.open(args.bundle, device=args.device, variant=args.variant,
+                               threads=args.threads, max_batch=args.batch)
+    if not args.json:
+        print(f"bundle {inspector.manifest.name}: {inspector.engine.variant} graph on "
+              f"{inspector.provider}, threshold {inspector.image_threshold:.4f}",
+              file=sys.stderr)
+    counts = {v: 0 for v in Verdict}
+    used_names: set[str] = set()
+    results_file = (out_dir / "results.jsonl").open("w") if out_dir else None
+    try:
+        for start in range(0, len(images), args.batch):
+            chunk = images[start:start + args.batch]
+            loaded = [cv2.imread(str(p), cv2.IMREAD_ANYCOLOR) for p in chunk]
+            # An unreadable file still gets its own ERROR line (imread returns None).
+            arrays = [a if a is not None else np.zeros((0, 0), np.uint8) for a in loaded]
+            results = inspector.inspect_batch(arrays, frame_ids=range(start, start + len(chunk)))
+            for path, image, raw, result in zip(chunk, arrays, loaded, results, strict=True):
+                if raw is None:
+                    result = _unreadable(result, path)
+                counts[result.verdict] += 1
+                record: dict[str, Any] = {"path": str(path), **result.to_dict()}
+                if out_dir is not None and raw is not None:
+                    name = _unique_name(path, used_names)
+                    write_image(out_dir / name, inspector.overlay(image, result))
+                    record["overlay"] = name
+                if results_file is not None:
+                    results_file.write(json.dumps(record) + "\n")
+                if args.json:
+                    print(json.dumps(record))
+                else:
+                    score = "-" if result.error else f"{result.score:.4f}"
+                    extra = f"  ({result.error})" if result.error else ""
+                    print(f"{result.verdict.value:<5} {score:>8}  "
+                          f"{result.latency.total_ms:7.1f} ms  {path}{extra}")
+    finally:
+        if results_file is not None:
+            results_file.close()
+    if not args.json:
+        summary = ", ".join(f"{counts[v]} {v.value}" for v in Verdict)
+        where = f"; overlays and results.jsonl in {out_dir}" if out_dir else ""
+        print(f"{len(images)} images: {summary}{where}", file=sys.stderr)
+    if counts[Verdict.ERROR]:
+        return EXIT_ERROR_VERDICT
+    return EXIT_NOK if counts[Verdict.NOK] else EXIT_OK
+
+
+def _unreadable(result: Any, path: Path) -> Any:
+    from dataclasses import replace
+
+    return replace(result, error=f"cannot read image file {path}")
+
+
+def cmd_bundle_info(args: argparse.Namespace) -> int:
+    from edge_sdk.bundle import Bundle, describe
+
+    info = describe(Bundle.open(args.bundle))
+    if args.json:
+        _print_json(info)
+        return EXIT_OK
+    print(f"{info['name']}  ({info['format']}, {info['architecture']})")
+    print(f"  path        {info['path']}")
+    print(f"  created     {info['created']} by {info['created_by'] or '?'}")
+    if info["description"]:
+        print(f"  description {info['description']}")
+    if info["parent"]:
+        print(f"  parent      {info['parent']}")
+    inp = info["input"]
+    print(f"  input       {inp['name']} [N,{inp['channels']},{inp['height']},{inp['width']}] "
+          f"{inp['dtype']} {inp['color_order']}, resize {inp['resize']}")
+    for variant, ref in info["graphs"].items():
+        print(f"  graph       {variant:<5} {ref['file']}  sha256 {ref['sha256'][:16]}...")
+    norm = info["normalization"]
+    print(f"  quantiles   st qa={norm['st']['qa']:.6g} qb={norm['st']['qb']:.6g}   "
+          f"ae qa={norm['ae']['qa']:.6g} qb={norm['ae']['qb']:.6g}   pad {norm['pad']} "
+          f"({norm['pad_mode']})")
+    thr = info["threshold"]
+    policy = thr["policy"].get("method", "unspecified")
+    print(f"  threshold   image {thr['image']:.6g}, pixel {thr['pixel']:.6g} ({policy})")
+    return EXIT_OK
+
+
+def cmd_bundle_verify(args: argparse.Namespace) -> int:
+    from edge_sdk.verify import verify_bundle
+
+    report = verify_bundle(args.bundle)
+    if args.json:
+        _print_json(report)
+    else:
+        for check in report["checks"]:
+            print(f"ok    {check}")
+        print(f"{args.bundle}: bundle is valid")
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from edge_sdk.doctor import collect, format_report
+
+    report = collect()
+    if args.json:
+        _print_json(report)
+    else:
+        print(format_report(report))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from edge_sdk import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="edge-ad", description="EfficientAD anomaly detection for production lines.")
+    parser.add_argument("--version", action="version", version=f"edge-ad {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more (-v info, -vv debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("inspect", help="inspect image files with a bundle",
+                       description="Inspect images; write overlays and results.jsonl to --out.")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--bundle", required=True, help="the *.bundle file or directory")
+    p.add_argument("--out", help="folder for overlays and results.jsonl")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"])
+    p.add_argument("--variant", help="graph variant (fp32, fp16, int8); default: best for device")
+    p.add_argument("--threads", type=int, default=0, help="inference threads (0: one per core)")
+    p.add_argument("--batch", type=int, default=1, help="images per graph run")
+    p.add_argument("--json", action="store_true", help="one JSON line per image on stdout")
+    p.set_defaults(func=cmd_inspect)
+
+    pb = sub.add_parser("bundle", help="look into a bundle").add_subparsers(
+        dest="bundle_command", required=True, metavar="ACTION")
+    info = pb.add_parser("info", help="what the bundle holds")
+    info.add_argument("bundle")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=cmd_bundle_info)
+    verify = pb.add_parser("verify", help="check hashes, graphs and manifest; run each graph")
+    verify.add_argument("bundle")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(func=cmd_bundle_verify)
+
+    d = sub.add_parser("doctor", help="providers, GPU, GenTL producers, permissions")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "inspect" and args.batch < 1:
+        parser.error("--batch must be at least 1")
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except EdgeADError as exc:
+        print(f"edge-ad: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""An ONNX Runtime session built from a bundle, with the provider choice made explicit.
+
+Providers are tried in the order TensorRT, CUDA, CPU (`device="auto"`), or forced with
+`device="cpu" | "cuda" | "tensorrt"`. ONNX Runtime silently falls back to the CPU when a
+GPU provider fails to load; a forced device that did not come up is an error here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from edge_sdk.bundle import Bundle
+from edge_sdk.errors import BundleError, EngineError, require
+from edge_sdk.manifest import ModelSpec
+
+log = logging.getLogger(__name__)
+
+Device = Literal["auto", "cpu", "cuda", "tensorrt"]
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "tensorrt")
+
+_TRT = "TensorrtExecutionProvider"
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to run the graph. `threads=0` lets ONNX Runtime use one thread per core."""
+
+    device: Device = "auto"
+    variant: str | None = None  # None: the best variant the bundle has for the device
+    threads: int = 0
+    # Spinning threads burn the cores the camera and sinks need between frames.
+    allow_spinning: bool = False
+    trt_cache_dir: Path | None = None
+    trt_fp16: bool = True
+    extra_session_config: dict[str, str] = field(default_factory=dict)
+
+
+def provider_chain(device: str, available: list[str], options: EngineOptions) -> list[Any]:
+    """The providers to request from ONNX Runtime for `device`, best first."""
+    if device not in DEVICES:
+        raise EngineError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
+    cuda_opts: dict[str, str] = {}
+    trt_opts: dict[str, str] = {"trt_fp16_enable": "1" if options.trt_fp16 else "0"}
+    if options.trt_cache_dir is not None:
+        cache = str(Path(options.trt_cache_dir).expanduser().absolute())
+        trt_opts.update({"trt_engine_cache_enable": "1", "trt_engine_cache_path": cache})
+    wanted: dict[str, list[str]] = {
+        "auto": [_TRT, _CUDA, _CPU],
+        "tensorrt": [_TRT, _CUDA, _CPU],
+        "cuda": [_CUDA, _CPU],
+        "cpu": [_CPU],
+    }
+    chain: list[Any] = []
+    for name in wanted[device]:
+        if name not in available:
+            if device != "auto" and name != _CPU and name == wanted[device][0]:
+                raise EngineError(
+                    f"device {device!r} needs {name}, but this onnxruntime offers only "
+                    f"{available}: install onnxruntime-gpu (pip install 'edge-ad[gpu]') "
+                    "and check the CUDA/TensorRT libraries"
+                )
+            continue
+        opts = {_TRT: trt_opts, _CUDA: cuda_opts}.get(name)
+        chain.append((name, opts) if opts else name)
+    return chain
+
+
+class Engine:
+    """Runs a bundle's graph on a batch of uint8 NCHW RGB images, returning raw maps.
+
+    Outputs are written into buffers the engine owns and reuses: copy what must outlive
+    the next `run` call.
+    """
+
+    def __init__(self, session: Any, *, input_name: str, output_names: tuple[str, str],
+                 variant: str, input_hw: tuple[int, int]) -> None:
+        self.session = session
+        self.input_name = input_name
+        self.output_names = output_names
+        self.variant = variant
+        self.input_hw = input_hw
+        self.provider: str = session.get_providers()[0]
+        self._bindings: dict[int, tuple[Any, np.ndarray, np.ndarray]] = {}
+        self._map_hw: tuple[int, int] | None = None
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, options: EngineOptions | None = None, *,
+                    warmup: bool = True) -> Engine:
+        """Build a session for the bundle's graph (the variant that suits the device)."""
+        options = options or EngineOptions()
+        ort: Any = require("onnxruntime", extra="gpu", feature="the inference engine")
+        chain = provider_chain(options.device, ort.get_available_providers(), options)
+        variant = options.variant or pick_variant(bundle, chain)
+        return cls.from_graph(bundle.graph(variant), bundle.manifest.model, options,
+                              variant=variant, source=str(bundle.path), warmup=warmup)
+
+    @classmethod
+    def from_graph(cls, graph: bytes, spec: ModelSpec, options: EngineOptions | None = None,
+                   *, variant: str = "fp32", source: str = "<graph>",
+                   warmup: bool = True) -> Engine:
+        """Build a session for graph bytes and check them against the manifest's spec."""
+        options = options or EngineOptions()
+        ort: Any = require("onnxruntime", extra="gpu", feature="the inference engine")
+        chain = provider_chain(options.device, ort.get_available_providers(), options)
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.intra_op_num_threads = options.threads
+        so.inter_op_num_threads = 1
+        so.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if options.allow_spinning else "0"
+        )
+        for key, value in options.extra_session_config.items():
+            so.add_session_config_entry(key, value)
+        try:
+            session = ort.InferenceSession(graph, sess_options=so, providers=chain)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise EngineError(
+                f"{source}: ONNX Runtime cannot load graph variant {variant!r}: {exc}"
+            ) from exc
+        used = session.get_providers()
+        wanted_first = chain[0] if isinstance(chain[0], str) else chain[0][0]
+        if options.device != "auto" and used[0] != wanted_first:
+            raise EngineError(
+                f"device {options.device!r} was requested but ONNX Runtime fell back to "
+                f"{used[0]} (see its log above for why the GPU provider failed)"
+            )
+        engine = cls(session, input_name=spec.input.name,
+                     output_names=(spec.outputs.map_st, spec.outputs.map_ae),
+                     variant=variant, input_hw=(spec.input.height, spec.input.width))
+        engine.check_signature(source=source)
+        log.info("engine: %s graph on %s (providers %s)", variant, engine.provider, used)
+        if warmup:
+            engine.warmup()
+        return engine
+
+    def check_signature(self, *, source: str) -> None:
+        """Fail early when the graph does not take or return what the manifest says."""
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name for o in self.session.get_outputs()}
+        if self.input_name not in inputs:
+            raise BundleError(f"{source}: model.input.name is {self.input_name!r}, but the "
+                              f"graph's inputs are {sorted(inputs)}")
+        node = inputs[self.input_name]
+        if node.type != "tensor(uint8)":
+            raise BundleError(f"{source}: model.input.dtype is uint8, but the graph's input "
+                              f"{node.name!r} is {node.type}")
+        shape = list(node.shape)
+        expected = [3, *self.input_hw]
+        if len(shape) != 4 or [d if isinstance(d, int) else None for d in shape[1:]] != expected:
+            raise BundleError(f"{source}: model.input says [batch, {expected[0]}, "
+                              f"{expected[1]}, {expected[2]}], but the graph's input "
+                              f"{node.name!r} has shape {shape}")
+        for key, name in zip(("map_st", "map_ae"), self.output_names, strict=True):
+            if name not in outputs:
+                raise BundleError(f"{source}: model.outputs.{key} is {name!r}, but the graph's "
+                                  f"outputs are {sorted(outputs)}")
+
+    def _binding(self, batch: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+        n = batch.shape[0]
+        cached = self._bindings.get(n)
+        if cached is not None:
+            return cached
+        # The first run at a batch size finds the map size; later runs bind into buffers.
+        maps = self.session.run(list(self.output_names), {self.input_name: batch})
+        binding = self.session.io_binding()
+        out_st = np.empty_like(maps[0], dtype=np.float32)
+        out_ae = np.empty_like(maps[1], dtype=np.float32)
+        for name, buf in zip(self.output_names, (out_st, out_ae), strict=True):
+            binding.bind_output(name, "cpu", 0, np.float32, list(buf.shape),
+                                buf.ctypes.data)
+        self._bindings[n] = (binding, out_st, out_ae)
+        return self._bindings[n]
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw maps (map_st, map_ae), each [N,1,h,w] float32, for a contiguous uint8 batch."""
+        if batch.dtype != np.uint8 or batch.ndim != 4 or not batch.flags.c_contiguous:
+            raise EngineError(f"engine input must be a C-contiguous uint8 [N,3,H,W] array, "
+                              f"got {batch.dtype} {batch.shape}")
+        binding, out_st, out_ae = self._binding(batch)
+        binding.bind_input(self.input_name, "cpu", 0, np.uint8, list(batch.shape),
+                           batch.ctypes.data)
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise EngineError(f"graph run failed ({self.variant} on {self.provider}): "
+                              f"{exc}") from exc
+        return out_st, out_ae
+
+    def warmup(self, *, runs: int = 2) -> float:
+        """Run zeros through the graph so the first real part is not slow; returns ms."""
+        h, w = self.input_hw
+        zeros = np.zeros((1, 3, h, w), dtype=np.uint8)
+        start = time.perf_counter()
+        for _ in range(runs):
+            self.run(zeros)
+        return (time.perf_counter() - start) * 1e3 / runs
+
+
+def pick_variant(bundle: Bundle, chain: list[Any]) -> str:
+    """fp16 on a GPU provider, int8 on the CPU, each only if the bundle has it."""
+    first = chain[0] if isinstance(chain[0], str) else chain[0][0]
+    have = set(bundle.variants())
+    order = ["fp16", "fp32"] if first in (_TRT, _CUDA) else ["int8", "fp32"]
+    for name in order:
+        if name in have:
+            return name
+    return "fp32"
