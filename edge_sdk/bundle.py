@@ -109,9 +109,7 @@ class _Members:
     def names(self) -> list[str]:
         if self._zip is not None:
             return [i.filename for i in self._zip.infolist() if not i.is_dir()]
-        return sorted(
-            str(p.relative_to(self.path)) for p in self.path.rglob("*") if not p.is_dir()
-        )
+        return sorted(str(p.relative_to(self.path)) for p in self.path.rglob("*") if not p.is_dir())
 
     def read(self, name: str, *, limit: int | None = None) -> bytes:
         limit = MAX_MEMBER_BYTES if limit is None else limit

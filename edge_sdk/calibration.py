@@ -27,8 +27,9 @@ class RawMaps:
     ae: np.ndarray
 
 
-def collect_raw_maps(engine: Engine, images: Iterable[np.ndarray], *, resize: str = "area",
-                     batch: int = 8) -> RawMaps:
+def collect_raw_maps(
+    engine: Engine, images: Iterable[np.ndarray], *, resize: str = "area", batch: int = 8
+) -> RawMaps:
     """Run good images through the graph and keep both raw maps of each."""
     h, w = engine.input_hw
     buf = np.zeros((batch, 3, h, w), dtype=np.uint8)
@@ -68,8 +69,9 @@ def normalization_from(maps: RawMaps, **overrides: Any) -> Normalization:
 
 def image_scores(maps: RawMaps, norm: Normalization) -> np.ndarray:
     scorer = MapScorer(norm)
-    return np.array([scorer.score(scorer.combine(s, a)) for s, a in zip(maps.st, maps.ae,
-                                                                        strict=True)])
+    return np.array(
+        [scorer.score(scorer.combine(s, a)) for s, a in zip(maps.st, maps.ae, strict=True)]
+    )
 
 
 def wilson_interval(failures: int, n: int, *, z: float = 1.96) -> tuple[float, float]:
@@ -88,8 +90,9 @@ def wilson_interval(failures: int, n: int, *, z: float = 1.96) -> tuple[float, f
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def threshold_for_false_reject_rate(good_scores: np.ndarray, *,
-                                    target_frr: float = 0.01) -> tuple[float, dict[str, Any]]:
+def threshold_for_false_reject_rate(
+    good_scores: np.ndarray, *, target_frr: float = 0.01
+) -> tuple[float, dict[str, Any]]:
     """The smallest threshold that rejects at most `target_frr` of the good images seen,
     and the policy record for the manifest (with the uncertainty of the measured rate).
     """
@@ -117,9 +120,14 @@ def threshold_for_false_reject_rate(good_scores: np.ndarray, *,
     return threshold, policy
 
 
-def calibrate(engine: Engine, good_images: Iterable[np.ndarray], *, resize: str = "area",
-              target_frr: float = 0.01, source: str = "") -> tuple[Normalization, Threshold,
-                                                                   dict[str, Any]]:
+def calibrate(
+    engine: Engine,
+    good_images: Iterable[np.ndarray],
+    *,
+    resize: str = "area",
+    target_frr: float = 0.01,
+    source: str = "",
+) -> tuple[Normalization, Threshold, dict[str, Any]]:
     """Quantiles, threshold and calibration record from held-out good images.
 
     The image threshold follows `threshold_for_false_reject_rate`; the pixel threshold
@@ -130,6 +138,5 @@ def calibrate(engine: Engine, good_images: Iterable[np.ndarray], *, resize: str 
     scores = image_scores(maps, norm)
     value, policy = threshold_for_false_reject_rate(scores, target_frr=target_frr)
     threshold = Threshold(image=value, pixel=value, policy=policy)
-    record = {"images": int(scores.size), "source": source,
-              "map_size": list(maps.st.shape[1:])}
+    record = {"images": int(scores.size), "source": source, "map_size": list(maps.st.shape[1:])}
     return norm, threshold, record

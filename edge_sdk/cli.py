@@ -36,8 +36,11 @@ def find_images(paths: Sequence[str]) -> list[Path]:
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*")
-                                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+            found.extend(
+                sorted(
+                    p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                )
+            )
         elif path.exists():
             found.append(path)
         else:
@@ -69,18 +72,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     out_dir = Path(args.out).expanduser().absolute() if args.out else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-    inspector = Inspector.open(args.bundle, device=args.device, variant=args.variant,
-                               threads=args.threads, max_batch=args.batch)
+    inspector = Inspector.open(
+        args.bundle,
+        device=args.device,
+        variant=args.variant,
+        threads=args.threads,
+        max_batch=args.batch,
+    )
     if not args.json:
-        print(f"bundle {inspector.manifest.name}: {inspector.engine.variant} graph on "
-              f"{inspector.provider}, threshold {inspector.image_threshold:.4f}",
-              file=sys.stderr)
+        print(
+            f"bundle {inspector.manifest.name}: {inspector.engine.variant} graph on "
+            f"{inspector.provider}, threshold {inspector.image_threshold:.4f}",
+            file=sys.stderr,
+        )
     counts = {v: 0 for v in Verdict}
     used_names: set[str] = set()
     results_file = (out_dir / "results.jsonl").open("w") if out_dir else None
     try:
         for start in range(0, len(images), args.batch):
-            chunk = images[start:start + args.batch]
+            chunk = images[start : start + args.batch]
             loaded = [cv2.imread(str(p), cv2.IMREAD_ANYCOLOR) for p in chunk]
             # An unreadable file still gets its own ERROR line (imread returns None).
             arrays = [a if a is not None else np.zeros((0, 0), np.uint8) for a in loaded]
@@ -101,8 +111,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 else:
                     score = "-" if result.error else f"{result.score:.4f}"
                     extra = f"  ({result.error})" if result.error else ""
-                    print(f"{result.verdict.value:<5} {score:>8}  "
-                          f"{result.latency.total_ms:7.1f} ms  {path}{extra}")
+                    print(
+                        f"{result.verdict.value:<5} {score:>8}  "
+                        f"{result.latency.total_ms:7.1f} ms  {path}{extra}"
+                    )
     finally:
         if results_file is not None:
             results_file.close()
@@ -136,14 +148,18 @@ def cmd_bundle_info(args: argparse.Namespace) -> int:
     if info["parent"]:
         print(f"  parent      {info['parent']}")
     inp = info["input"]
-    print(f"  input       {inp['name']} [N,{inp['channels']},{inp['height']},{inp['width']}] "
-          f"{inp['dtype']} {inp['color_order']}, resize {inp['resize']}")
+    print(
+        f"  input       {inp['name']} [N,{inp['channels']},{inp['height']},{inp['width']}] "
+        f"{inp['dtype']} {inp['color_order']}, resize {inp['resize']}"
+    )
     for variant, ref in info["graphs"].items():
         print(f"  graph       {variant:<5} {ref['file']}  sha256 {ref['sha256'][:16]}...")
     norm = info["normalization"]
-    print(f"  quantiles   st qa={norm['st']['qa']:.6g} qb={norm['st']['qb']:.6g}   "
-          f"ae qa={norm['ae']['qa']:.6g} qb={norm['ae']['qb']:.6g}   pad {norm['pad']} "
-          f"({norm['pad_mode']})")
+    print(
+        f"  quantiles   st qa={norm['st']['qa']:.6g} qb={norm['st']['qb']:.6g}   "
+        f"ae qa={norm['ae']['qa']:.6g} qb={norm['ae']['qb']:.6g}   pad {norm['pad']} "
+        f"({norm['pad_mode']})"
+    )
     thr = info["threshold"]
     policy = thr["policy"].get("method", "unspecified")
     print(f"  threshold   image {thr['image']:.6g}, pixel {thr['pixel']:.6g} ({policy})")
@@ -178,14 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
     from edge_sdk import __version__
 
     parser = argparse.ArgumentParser(
-        prog="edge-ad", description="EfficientAD anomaly detection for production lines.")
+        prog="edge-ad", description="EfficientAD anomaly detection for production lines."
+    )
     parser.add_argument("--version", action="version", version=f"edge-ad {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="log more (-v info, -vv debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("inspect", help="inspect image files with a bundle",
-                       description="Inspect images; write overlays and results.jsonl to --out.")
+    p = sub.add_parser(
+        "inspect",
+        help="inspect image files with a bundle",
+        description="Inspect images; write overlays and results.jsonl to --out.",
+    )
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--bundle", required=True, help="the *.bundle file or directory")
     p.add_argument("--out", help="folder for overlays and results.jsonl")
@@ -197,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inspect)
 
     pb = sub.add_parser("bundle", help="look into a bundle").add_subparsers(
-        dest="bundle_command", required=True, metavar="ACTION")
+        dest="bundle_command", required=True, metavar="ACTION"
+    )
     info = pb.add_parser("info", help="what the bundle holds")
     info.add_argument("bundle")
     info.add_argument("--json", action="store_true")

@@ -80,8 +80,15 @@ class Engine:
     the next `run` call.
     """
 
-    def __init__(self, session: Any, *, input_name: str, output_names: tuple[str, str],
-                 variant: str, input_hw: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        session: Any,
+        *,
+        input_name: str,
+        output_names: tuple[str, str],
+        variant: str,
+        input_hw: tuple[int, int],
+    ) -> None:
         self.session = session
         self.input_name = input_name
         self.output_names = output_names
@@ -92,20 +99,34 @@ class Engine:
         self._map_hw: tuple[int, int] | None = None
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, options: EngineOptions | None = None, *,
-                    warmup: bool = True) -> Engine:
+    def from_bundle(
+        cls, bundle: Bundle, options: EngineOptions | None = None, *, warmup: bool = True
+    ) -> Engine:
         """Build a session for the bundle's graph (the variant that suits the device)."""
         options = options or EngineOptions()
         ort: Any = require("onnxruntime", extra="gpu", feature="the inference engine")
         chain = provider_chain(options.device, ort.get_available_providers(), options)
         variant = options.variant or pick_variant(bundle, chain)
-        return cls.from_graph(bundle.graph(variant), bundle.manifest.model, options,
-                              variant=variant, source=str(bundle.path), warmup=warmup)
+        return cls.from_graph(
+            bundle.graph(variant),
+            bundle.manifest.model,
+            options,
+            variant=variant,
+            source=str(bundle.path),
+            warmup=warmup,
+        )
 
     @classmethod
-    def from_graph(cls, graph: bytes, spec: ModelSpec, options: EngineOptions | None = None,
-                   *, variant: str = "fp32", source: str = "<graph>",
-                   warmup: bool = True) -> Engine:
+    def from_graph(
+        cls,
+        graph: bytes,
+        spec: ModelSpec,
+        options: EngineOptions | None = None,
+        *,
+        variant: str = "fp32",
+        source: str = "<graph>",
+        warmup: bool = True,
+    ) -> Engine:
         """Build a session for graph bytes and check them against the manifest's spec."""
         options = options or EngineOptions()
         ort: Any = require("onnxruntime", extra="gpu", feature="the inference engine")
@@ -133,9 +154,13 @@ class Engine:
                 f"device {options.device!r} was requested but ONNX Runtime fell back to "
                 f"{used[0]} (see its log above for why the GPU provider failed)"
             )
-        engine = cls(session, input_name=spec.input.name,
-                     output_names=(spec.outputs.map_st, spec.outputs.map_ae),
-                     variant=variant, input_hw=(spec.input.height, spec.input.width))
+        engine = cls(
+            session,
+            input_name=spec.input.name,
+            output_names=(spec.outputs.map_st, spec.outputs.map_ae),
+            variant=variant,
+            input_hw=(spec.input.height, spec.input.width),
+        )
         engine.check_signature(source=source)
         log.info("engine: %s graph on %s (providers %s)", variant, engine.provider, used)
         if warmup:
@@ -147,22 +172,30 @@ class Engine:
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
         if self.input_name not in inputs:
-            raise BundleError(f"{source}: model.input.name is {self.input_name!r}, but the "
-                              f"graph's inputs are {sorted(inputs)}")
+            raise BundleError(
+                f"{source}: model.input.name is {self.input_name!r}, but the "
+                f"graph's inputs are {sorted(inputs)}"
+            )
         node = inputs[self.input_name]
         if node.type != "tensor(uint8)":
-            raise BundleError(f"{source}: model.input.dtype is uint8, but the graph's input "
-                              f"{node.name!r} is {node.type}")
+            raise BundleError(
+                f"{source}: model.input.dtype is uint8, but the graph's input "
+                f"{node.name!r} is {node.type}"
+            )
         shape = list(node.shape)
         expected = [3, *self.input_hw]
         if len(shape) != 4 or [d if isinstance(d, int) else None for d in shape[1:]] != expected:
-            raise BundleError(f"{source}: model.input says [batch, {expected[0]}, "
-                              f"{expected[1]}, {expected[2]}], but the graph's input "
-                              f"{node.name!r} has shape {shape}")
+            raise BundleError(
+                f"{source}: model.input says [batch, {expected[0]}, "
+                f"{expected[1]}, {expected[2]}], but the graph's input "
+                f"{node.name!r} has shape {shape}"
+            )
         for key, name in zip(("map_st", "map_ae"), self.output_names, strict=True):
             if name not in outputs:
-                raise BundleError(f"{source}: model.outputs.{key} is {name!r}, but the graph's "
-                                  f"outputs are {sorted(outputs)}")
+                raise BundleError(
+                    f"{source}: model.outputs.{key} is {name!r}, but the graph's "
+                    f"outputs are {sorted(outputs)}"
+                )
 
     def _binding(self, batch: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
         n = batch.shape[0]
@@ -175,24 +208,27 @@ class Engine:
         out_st = np.empty_like(maps[0], dtype=np.float32)
         out_ae = np.empty_like(maps[1], dtype=np.float32)
         for name, buf in zip(self.output_names, (out_st, out_ae), strict=True):
-            binding.bind_output(name, "cpu", 0, np.float32, list(buf.shape),
-                                buf.ctypes.data)
+            binding.bind_output(name, "cpu", 0, np.float32, list(buf.shape), buf.ctypes.data)
         self._bindings[n] = (binding, out_st, out_ae)
         return self._bindings[n]
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw maps (map_st, map_ae), each [N,1,h,w] float32, for a contiguous uint8 batch."""
         if batch.dtype != np.uint8 or batch.ndim != 4 or not batch.flags.c_contiguous:
-            raise EngineError(f"engine input must be a C-contiguous uint8 [N,3,H,W] array, "
-                              f"got {batch.dtype} {batch.shape}")
+            raise EngineError(
+                f"engine input must be a C-contiguous uint8 [N,3,H,W] array, "
+                f"got {batch.dtype} {batch.shape}"
+            )
         binding, out_st, out_ae = self._binding(batch)
-        binding.bind_input(self.input_name, "cpu", 0, np.uint8, list(batch.shape),
-                           batch.ctypes.data)
+        binding.bind_input(
+            self.input_name, "cpu", 0, np.uint8, list(batch.shape), batch.ctypes.data
+        )
         try:
             self.session.run_with_iobinding(binding)
         except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise EngineError(f"graph run failed ({self.variant} on {self.provider}): "
-                              f"{exc}") from exc
+            raise EngineError(
+                f"graph run failed ({self.variant} on {self.provider}): {exc}"
+            ) from exc
         return out_st, out_ae
 
     def warmup(self, *, runs: int = 2) -> float:

@@ -47,13 +47,20 @@ class Inspector:
         self._scratch = np.empty((spec.height, spec.width), dtype=np.uint8)
 
     @classmethod
-    def open(cls, bundle: str | os.PathLike[str] | Bundle, *, device: Device = "auto",
-             variant: str | None = None, threads: int = 0, max_batch: int = 8,
-             warmup: bool = True, **engine_options: Any) -> Inspector:
+    def open(
+        cls,
+        bundle: str | os.PathLike[str] | Bundle,
+        *,
+        device: Device = "auto",
+        variant: str | None = None,
+        threads: int = 0,
+        max_batch: int = 8,
+        warmup: bool = True,
+        **engine_options: Any,
+    ) -> Inspector:
         """Open a bundle and build its engine (warmed up unless `warmup=False`)."""
         opened = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
-        options = EngineOptions(device=device, variant=variant, threads=threads,
-                                **engine_options)
+        options = EngineOptions(device=device, variant=variant, threads=threads, **engine_options)
         engine = Engine.from_bundle(opened, options, warmup=warmup)
         return cls(opened.manifest, engine, max_batch=max_batch)
 
@@ -71,36 +78,48 @@ class Inspector:
         # ONNX Runtime frees the session with its last reference.
         self.engine = None  # type: ignore[assignment]
 
-    def inspect(self, image: np.ndarray, *, frame_id: int = 0,
-                part_id: str | None = None) -> Result:
+    def inspect(
+        self, image: np.ndarray, *, frame_id: int = 0, part_id: str | None = None
+    ) -> Result:
         """Inspect one image (uint8, grey or BGR, any size)."""
         return self.inspect_batch([image], frame_ids=[frame_id], part_ids=[part_id])[0]
 
     def inspect_frame(self, frame: Frame) -> Result:
         return self.inspect(frame.image, frame_id=frame.frame_id, part_id=frame.part_id)
 
-    def inspect_batch(self, images: Sequence[np.ndarray], *,
-                      frame_ids: Sequence[int] | None = None,
-                      part_ids: Sequence[str | None] | None = None) -> list[Result]:
+    def inspect_batch(
+        self,
+        images: Sequence[np.ndarray],
+        *,
+        frame_ids: Sequence[int] | None = None,
+        part_ids: Sequence[str | None] | None = None,
+    ) -> list[Result]:
         """Inspect several images in one graph run; one Result per image, in order."""
         n = len(images)
         ids = list(frame_ids) if frame_ids is not None else list(range(n))
-        parts = list(part_ids) if part_ids is not None else [None] * n
+        parts: list[str | None] = list(part_ids) if part_ids is not None else [None] * n
         results: list[Result | None] = [None] * n
         for start in range(0, n, self._batch.shape[0]):
             stop = min(n, start + self._batch.shape[0])
             self._run_chunk(images, ids, parts, start, stop, results)
         return [r for r in results if r is not None]
 
-    def _run_chunk(self, images: Sequence[np.ndarray], ids: list[int],
-                   parts: list[str | None], start: int, stop: int,
-                   results: list[Result | None]) -> None:
+    def _run_chunk(
+        self,
+        images: Sequence[np.ndarray],
+        ids: list[int],
+        parts: list[str | None],
+        start: int,
+        stop: int,
+        results: list[Result | None],
+    ) -> None:
         t0 = time.perf_counter()
         ok: list[int] = []  # indices (into images) that preprocessed, in batch order
         for i in range(start, stop):
             try:
-                to_model_input(images[i], self._batch[len(ok)], resize=self._resize,
-                               scratch=self._scratch)
+                to_model_input(
+                    images[i], self._batch[len(ok)], resize=self._resize, scratch=self._scratch
+                )
                 ok.append(i)
             except Exception as exc:  # a bad image fails alone, never the batch
                 results[i] = self._error(ids[i], parts[i], images[i], f"preprocess: {exc}")
@@ -122,28 +141,57 @@ class Inspector:
             except Exception as exc:
                 results[i] = self._error(ids[i], parts[i], images[i], f"decide: {exc}")
                 continue
-            latency = Latency(preprocess_ms=(t1 - t0) * share, infer_ms=(t2 - t1) * share,
-                              decide_ms=(time.perf_counter() - t2) * 1e3 / (k + 1))
+            latency = Latency(
+                preprocess_ms=(t1 - t0) * share,
+                infer_ms=(t2 - t1) * share,
+                decide_ms=(time.perf_counter() - t2) * 1e3 / (k + 1),
+            )
             results[i] = self._decide(ids[i], parts[i], images[i], combined, latency)
 
-    def _decide(self, frame_id: int, part_id: str | None, image: np.ndarray,
-                combined: np.ndarray, latency: Latency) -> Result:
+    def _decide(
+        self,
+        frame_id: int,
+        part_id: str | None,
+        image: np.ndarray,
+        combined: np.ndarray,
+        latency: Latency,
+    ) -> Result:
         score = MapScorer.score(combined)
         if not np.isfinite(score):
-            return Result(frame_id=frame_id, part_id=part_id, verdict=Verdict.ERROR,
-                          score=float("nan"), threshold=self.image_threshold,
-                          anomaly_map=combined, image_shape=image.shape, latency=latency,
-                          error="the model produced a non-finite anomaly map")
+            return Result(
+                frame_id=frame_id,
+                part_id=part_id,
+                verdict=Verdict.ERROR,
+                score=float("nan"),
+                threshold=self.image_threshold,
+                anomaly_map=combined,
+                image_shape=image.shape,
+                latency=latency,
+                error="the model produced a non-finite anomaly map",
+            )
         verdict = Verdict.NOK if score > self.image_threshold else Verdict.OK
-        return Result(frame_id=frame_id, part_id=part_id, verdict=verdict, score=score,
-                      threshold=self.image_threshold, anomaly_map=combined,
-                      image_shape=image.shape, latency=latency)
+        return Result(
+            frame_id=frame_id,
+            part_id=part_id,
+            verdict=verdict,
+            score=score,
+            threshold=self.image_threshold,
+            anomaly_map=combined,
+            image_shape=image.shape,
+            latency=latency,
+        )
 
     def _error(self, frame_id: int, part_id: str | None, image: Any, message: str) -> Result:
         shape = image.shape if isinstance(image, np.ndarray) else ()
-        return Result(frame_id=frame_id, part_id=part_id, verdict=Verdict.ERROR,
-                      score=float("nan"), threshold=self.image_threshold, image_shape=shape,
-                      error=message)
+        return Result(
+            frame_id=frame_id,
+            part_id=part_id,
+            verdict=Verdict.ERROR,
+            score=float("nan"),
+            threshold=self.image_threshold,
+            image_shape=shape,
+            error=message,
+        )
 
     def full_map(self, result: Result) -> np.ndarray:
         """The anomaly map at the inspected image's own size (float32, HxW)."""
@@ -164,6 +212,11 @@ class Inspector:
         check_image(image)
         if result.anomaly_map is None:
             return render_error_overlay(image, result.error or "no anomaly map")
-        return render_overlay(image, self.full_map(result),
-                              pixel_threshold=self.pixel_threshold, verdict=result.verdict,
-                              score=result.score, image_threshold=self.image_threshold)
+        return render_overlay(
+            image,
+            self.full_map(result),
+            pixel_threshold=self.pixel_threshold,
+            verdict=result.verdict,
+            score=result.score,
+            image_threshold=self.image_threshold,
+        )

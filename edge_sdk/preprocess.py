@@ -30,8 +30,9 @@ def check_image(image: np.ndarray) -> None:
         raise ImageError(f"empty image, shape {image.shape}")
 
 
-def to_model_input(image: np.ndarray, out: np.ndarray, *, resize: str = "area",
-                   scratch: np.ndarray | None = None) -> None:
+def to_model_input(
+    image: np.ndarray, out: np.ndarray, *, resize: str = "area", scratch: np.ndarray | None = None
+) -> None:
     """Write `image` (grey or BGR/BGRA uint8, any size) into `out` ([3,H,W] uint8, RGB).
 
     `scratch` is an optional HxW uint8 buffer reused for grey images to avoid an allocation.

@@ -34,8 +34,9 @@ class MapScorer:
         if self.pad == 0:
             return combined
         border = cv2.BORDER_REPLICATE if self.pad_mode == "edge" else cv2.BORDER_CONSTANT
-        return cv2.copyMakeBorder(combined, self.pad, self.pad, self.pad, self.pad, border,
-                                  value=0.0)
+        return cv2.copyMakeBorder(
+            combined, self.pad, self.pad, self.pad, self.pad, border, value=0.0
+        )
 
     @staticmethod
     def score(combined: np.ndarray) -> float:

@@ -23,14 +23,17 @@ def good_part(rng: np.random.Generator, *, height: int = 256, width: int = 256) 
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def defective_part(rng: np.random.Generator, *, height: int = 256,
-                   width: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def defective_part(
+    rng: np.random.Generator, *, height: int = 256, width: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """A surface with one defect (scratch, dent or stain) and its 0/255 mask."""
     image = good_part(rng, height=height, width=width)
     mask = np.zeros((height, width), dtype=np.uint8)
     kind = rng.integers(3)
-    cx, cy = (int(v) for v in rng.integers(low=(width // 5, height // 5),
-                                            high=(4 * width // 5, 4 * height // 5)))
+    cx, cy = (
+        int(v)
+        for v in rng.integers(low=(width // 5, height // 5), high=(4 * width // 5, 4 * height // 5))
+    )
     size = int(min(height, width) * rng.uniform(0.05, 0.12))
     if kind == 0:  # scratch
         angle = rng.uniform(0, np.pi)
@@ -41,8 +44,7 @@ def defective_part(rng: np.random.Generator, *, height: int = 256,
         cv2.circle(mask, (cx, cy), size, 255, -1)
         value = 220
     else:  # stain
-        cv2.ellipse(mask, (cx, cy), (size, size // 2), float(rng.uniform(0, 180)), 0, 360,
-                    255, -1)
+        cv2.ellipse(mask, (cx, cy), (size, size // 2), float(rng.uniform(0, 180)), 0, 360, 255, -1)
         value = 70
     soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), sigmaX=1.5)
     blended = image.astype(np.float32) * (1 - soft) + value * soft

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -42,11 +41,15 @@ def s_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("bundles") / "random-s.bundle"
     return export_bundle(
-        out, architecture="efficientad-s",
-        teacher=networks.teacher("efficientad-s"), student=networks.student("efficientad-s"),
+        out,
+        architecture="efficientad-s",
+        teacher=networks.teacher("efficientad-s"),
+        student=networks.student("efficientad-s"),
         autoencoder=networks.autoencoder(),
-        teacher_mean=torch.zeros(384), teacher_std=torch.ones(384),
-        calibration_images=good_images(6), name="random-s",
+        teacher_mean=torch.zeros(384),
+        teacher_std=torch.ones(384),
+        calibration_images=good_images(6),
+        name="random-s",
         calibration_source="generated good parts (edge_sdk.synthetic)",
     )
 
@@ -55,16 +58,21 @@ def s_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def rebundle(tmp_path: Path, s_bundle: Path) -> Callable[..., Path]:
     """Copy the S bundle with its manifest or members changed, bypassing validation."""
 
-    def make(edit_manifest: Callable[[dict[str, Any]], None] | None = None, *,
-             files: dict[str, bytes | None] | None = None, manifest_text: str | None = None,
-             name: str = "edited.bundle") -> Path:
+    def make(
+        edit_manifest: Callable[[dict[str, Any]], None] | None = None,
+        *,
+        files: dict[str, bytes | None] | None = None,
+        manifest_text: str | None = None,
+        name: str = "edited.bundle",
+    ) -> Path:
         with zipfile.ZipFile(s_bundle) as src:
             members = {n: src.read(n) for n in src.namelist()}
         data = yaml.safe_load(members["bundle.yaml"])
         if edit_manifest is not None:
             edit_manifest(data)
-        members["bundle.yaml"] = (manifest_text if manifest_text is not None
-                                  else yaml.safe_dump(data)).encode()
+        members["bundle.yaml"] = (
+            manifest_text if manifest_text is not None else yaml.safe_dump(data)
+        ).encode()
         for member, content in (files or {}).items():
             if content is None:
                 members.pop(member, None)
@@ -86,8 +94,3 @@ def bundle_dir(tmp_path: Path, s_bundle: Path) -> Path:
     with zipfile.ZipFile(s_bundle) as src:
         src.extractall(out)
     return out
-
-
-def copytree(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst

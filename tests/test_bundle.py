@@ -63,14 +63,17 @@ def test_missing_manifest(rebundle) -> None:
 def test_wrong_hash(rebundle, s_bundle: Path) -> None:
     graph = Bundle.open(s_bundle).graph()
     tampered = graph[:-1] + bytes([graph[-1] ^ 1])
-    msg = _expect(rebundle(files={"model.onnx": tampered}), BundleIntegrityError,
-                  "model.sha256", "'model.onnx'")
+    msg = _expect(
+        rebundle(files={"model.onnx": tampered}),
+        BundleIntegrityError,
+        "model.sha256",
+        "'model.onnx'",
+    )
     assert "corrupt or was altered" in msg
 
 
 def test_manifest_that_does_not_parse(rebundle) -> None:
-    _expect(rebundle(manifest_text="name: [unclosed\n  model: {"), BundleError,
-            "not valid YAML")
+    _expect(rebundle(manifest_text="name: [unclosed\n  model: {"), BundleError, "not valid YAML")
 
 
 def test_manifest_that_is_not_a_mapping(rebundle) -> None:
@@ -111,14 +114,14 @@ def test_unknown_major_version(rebundle) -> None:
         m["format"] = "edge-ad-bundle/2.0"
         m["something_new"] = True  # must not drown the version message
 
-    msg = _expect(rebundle(future), BundleError, "'format'", "major version 2",
-                  "upgrade edge-ad")
+    msg = _expect(rebundle(future), BundleError, "'format'", "major version 2", "upgrade edge-ad")
     assert "something_new" not in msg
 
 
 def test_newer_minor_version_is_read(rebundle) -> None:
-    Inspector.open(rebundle(lambda m: m.update(format="edge-ad-bundle/1.7")), device="cpu",
-                   warmup=False)
+    Inspector.open(
+        rebundle(lambda m: m.update(format="edge-ad-bundle/1.7")), device="cpu", warmup=False
+    )
 
 
 def test_input_shape_that_does_not_match_the_graph(rebundle) -> None:
@@ -129,13 +132,20 @@ def test_input_shape_that_does_not_match_the_graph(rebundle) -> None:
 
 
 def test_input_name_that_does_not_match_the_graph(rebundle) -> None:
-    _expect(rebundle(lambda m: m["model"]["input"].update(name="pixels")), BundleError,
-            "model.input.name", "'pixels'")
+    _expect(
+        rebundle(lambda m: m["model"]["input"].update(name="pixels")),
+        BundleError,
+        "model.input.name",
+        "'pixels'",
+    )
 
 
 def test_output_name_that_does_not_match_the_graph(rebundle) -> None:
-    _expect(rebundle(lambda m: m["model"]["outputs"].update(map_ae="ae")), BundleError,
-            "model.outputs.map_ae")
+    _expect(
+        rebundle(lambda m: m["model"]["outputs"].update(map_ae="ae")),
+        BundleError,
+        "model.outputs.map_ae",
+    )
 
 
 def test_graph_that_is_not_onnx(rebundle) -> None:
@@ -163,8 +173,12 @@ def test_no_such_bundle(tmp_path: Path) -> None:
 
 
 def test_path_traversal_in_manifest(rebundle) -> None:
-    _expect(rebundle(lambda m: m["model"].update(file="../../etc/passwd")), BundleError,
-            "model.file", "plain relative file name")
+    _expect(
+        rebundle(lambda m: m["model"].update(file="../../etc/passwd")),
+        BundleError,
+        "model.file",
+        "plain relative file name",
+    )
 
 
 def test_path_traversal_member_in_zip(rebundle) -> None:
@@ -177,7 +191,7 @@ def test_symlink_member_in_zip(tmp_path: Path, s_bundle: Path) -> None:
         for name in src.namelist():
             dst.writestr(name, src.read(name))
         info = zipfile.ZipInfo("model.card")
-        info.external_attr = (0o120777 << 16)  # a symlink entry
+        info.external_attr = 0o120777 << 16  # a symlink entry
         dst.writestr(info, "/etc/passwd")
     _expect(out, BundleError, "symbolic link")
 

@@ -11,7 +11,7 @@ import pytest
 from edge_sdk import Bundle, Inspector, Verdict
 
 pytest.importorskip("onnx")
-from tiny_graphs import (  # noqa: E402
+from tiny_graphs import (
     brightness_graph,
     failing_graph,
     nan_graph,
@@ -21,8 +21,9 @@ from tiny_graphs import (  # noqa: E402
 
 @pytest.fixture()
 def tiny(tmp_path: Path) -> Inspector:
-    return Inspector.open(write_tiny_bundle(tmp_path / "tiny.bundle", brightness_graph()),
-                          device="cpu")
+    return Inspector.open(
+        write_tiny_bundle(tmp_path / "tiny.bundle", brightness_graph()), device="cpu"
+    )
 
 
 def test_verdicts_follow_the_threshold(tiny: Inspector) -> None:
@@ -50,7 +51,7 @@ def test_maps_at_model_and_image_size(tiny: Inspector) -> None:
     assert mask.dtype == bool and mask.shape == (300, 400)
     ys, xs = np.nonzero(mask)
     # The defect mask lands on the bright rectangle (within the 4x4 cell blur of resizing).
-    assert 90 <= ys.min() and ys.max() <= 170 and 140 <= xs.min() and xs.max() <= 240
+    assert ys.min() >= 90 and ys.max() <= 170 and xs.min() >= 140 and xs.max() <= 240
     # Bilinear upsampling never exceeds the model-resolution maximum used for the score.
     assert full.max() <= result.score + 1e-6
 
@@ -77,8 +78,10 @@ def test_colour_order_reaches_the_graph_as_rgb(s_bundle: Path) -> None:
 
 def test_batch_equals_one_by_one(s_bundle: Path) -> None:
     rng = np.random.default_rng(3)
-    images = [rng.integers(0, 256, size, dtype=np.uint8)
-              for size in [(256, 256), (300, 500), (480, 640, 3), (100, 90)]]
+    images = [
+        rng.integers(0, 256, size, dtype=np.uint8)
+        for size in [(256, 256), (300, 500), (480, 640, 3), (100, 90)]
+    ]
     with Inspector.open(s_bundle, device="cpu", max_batch=3) as inspector:
         batch = inspector.inspect_batch(images, frame_ids=[10, 11, 12, 13])
         singles = [inspector.inspect(img, frame_id=10 + i) for i, img in enumerate(images)]
@@ -119,8 +122,7 @@ def test_scoring_matches_the_reference_formula(s_bundle: Path) -> None:
         ("not an image", "numpy array"),
     ],
 )
-def test_bad_image_gets_error_verdict_alone(tiny: Inspector, image: object,
-                                            reason: str) -> None:
+def test_bad_image_gets_error_verdict_alone(tiny: Inspector, image: object, reason: str) -> None:
     good = np.full((64, 64), 128, np.uint8)
     results = tiny.inspect_batch([good, image, good], frame_ids=[1, 2, 3])  # type: ignore[list-item]
     assert [r.verdict for r in results] == [Verdict.OK, Verdict.ERROR, Verdict.OK]
@@ -140,8 +142,9 @@ def test_graph_failing_at_run_time_gives_error_for_every_frame(tmp_path: Path) -
 
 
 def test_non_finite_map_is_an_error_never_a_pass(tmp_path: Path) -> None:
-    inspector = Inspector.open(write_tiny_bundle(tmp_path / "nan.bundle", nan_graph()),
-                               device="cpu")
+    inspector = Inspector.open(
+        write_tiny_bundle(tmp_path / "nan.bundle", nan_graph()), device="cpu"
+    )
     result = inspector.inspect(np.full((64, 64), 128, np.uint8))
     assert result.verdict is Verdict.ERROR and "non-finite" in (result.error or "")
 

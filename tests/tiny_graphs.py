@@ -16,8 +16,10 @@ from edge_sdk.bundle import example_manifest, write_bundle
 
 def _graph(nodes: list, *, extra_init: list | None = None) -> bytes:
     image = helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", 3, 256, 256])
-    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 1, "h", "w"])
-            for n in ("map_st", "map_ae")]
+    outs = [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 1, "h", "w"])
+        for n in ("map_st", "map_ae")
+    ]
     base = [
         helper.make_node("Cast", ["image"], ["x"], to=TensorProto.FLOAT),
         helper.make_node("AveragePool", ["x"], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
@@ -33,36 +35,47 @@ def _graph(nodes: list, *, extra_init: list | None = None) -> bytes:
 def brightness_graph() -> bytes:
     """map_st = mean brightness per 4x4 cell (0..255), map_ae = zeros: 64x64 maps."""
     zero = helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])
-    return _graph([
-        helper.make_node("Identity", ["grey"], ["map_st"]),
-        helper.make_node("Mul", ["grey", "zero"], ["map_ae"]),
-    ], extra_init=[zero])
+    return _graph(
+        [
+            helper.make_node("Identity", ["grey"], ["map_st"]),
+            helper.make_node("Mul", ["grey", "zero"], ["map_ae"]),
+        ],
+        extra_init=[zero],
+    )
 
 
 def nan_graph() -> bytes:
     """map_ae = sqrt(-brightness): NaN for any image that is not black."""
-    return _graph([
-        helper.make_node("Identity", ["grey"], ["map_st"]),
-        helper.make_node("Neg", ["grey"], ["neg"]),
-        helper.make_node("Sqrt", ["neg"], ["map_ae"]),
-    ])
+    return _graph(
+        [
+            helper.make_node("Identity", ["grey"], ["map_st"]),
+            helper.make_node("Neg", ["grey"], ["neg"]),
+            helper.make_node("Sqrt", ["neg"], ["map_ae"]),
+        ]
+    )
 
 
 def failing_graph() -> bytes:
     """Loads fine, fails at run time: 4096 values cannot be reshaped to [5, -1]."""
     shape = helper.make_tensor("bad_shape", TensorProto.INT64, [2], [5, -1])
-    return _graph([
-        helper.make_node("Reshape", ["grey", "bad_shape"], ["map_st"]),
-        helper.make_node("Identity", ["grey"], ["map_ae"]),
-    ], extra_init=[shape])
+    return _graph(
+        [
+            helper.make_node("Reshape", ["grey", "bad_shape"], ["map_st"]),
+            helper.make_node("Identity", ["grey"], ["map_ae"]),
+        ],
+        extra_init=[shape],
+    )
 
 
 def write_tiny_bundle(path: Path, graph: bytes, *, threshold: float = 0.1) -> Path:
     """Brightness quantiles qa=100, qb=200 (st); threshold on the combined map."""
     manifest = example_manifest(
         name=path.stem,
-        normalization={"st": {"qa": 100.0, "qb": 200.0}, "ae": {"qa": 0.0, "qb": 1.0},
-                       "weights": {"st": 1.0, "ae": 0.0}},
+        normalization={
+            "st": {"qa": 100.0, "qb": 200.0},
+            "ae": {"qa": 0.0, "qb": 1.0},
+            "weights": {"st": 1.0, "ae": 0.0},
+        },
         threshold={"image": threshold, "pixel": threshold},
     )
     return write_bundle(path, manifest, {"model.onnx": graph})
