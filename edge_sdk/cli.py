@@ -133,6 +133,52 @@ def _unreadable(result: Any, path: Path) -> Any:
     return replace(result, error=f"cannot read image file {path}")
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from edge_sdk.config import load_config
+    from edge_sdk.service import run_line, status_line
+
+    overrides: dict[str, Any] = {
+        "camera": args.camera,
+        "bundle": args.bundle,
+        "device": args.device,
+        "mode": args.mode,
+        "deadline_ms": args.deadline_ms,
+    }
+    if args.folder:
+        overrides["source"] = "folder"
+        overrides["folder"] = {"path": args.folder, "rate_hz": args.rate_hz, "loop": args.loop}
+    if args.health_port is not None:
+        overrides["health"] = {"port": args.health_port}
+    config, _ = load_config(args.config, overrides=overrides)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.warning("signal %d: finishing the frames in flight, then stopping", signum)
+        stop.set()
+
+    # The service owns its signals (the library never installs handlers).
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    summary = run_line(config, stop=stop, duration_s=args.duration_s, max_frames=args.max_frames)
+    snap = summary.snapshot
+    if args.json:
+        _print_json({**snap, "wall_s": summary.wall_s, "failed": summary.failed})
+    else:
+        print(
+            f"edge-ad run: {status_line(snap)} in {summary.wall_s:.1f} s "
+            f"({snap['deadline_misses']} deadline misses, {snap['source']['lost']} lost, "
+            f"{snap['source']['reconnects']} reconnects)",
+            file=sys.stderr,
+        )
+    if summary.failed:
+        print(f"edge-ad: error: the frame source failed: {summary.failed}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def cmd_bundle_info(args: argparse.Namespace) -> int:
     from edge_sdk.bundle import Bundle, describe
 
@@ -228,6 +274,34 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("bundle")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(func=cmd_bundle_verify)
+
+    r = sub.add_parser(
+        "run",
+        help="run the line: camera -> model -> signals",
+        description="Inspect every frame of a camera (or folder) and signal "
+        "the verdicts; stops cleanly on SIGTERM.",
+    )
+    r.add_argument("--camera", help="camera alias, serial, user-defined name or index")
+    r.add_argument("--bundle", help="the *.bundle file or directory")
+    r.add_argument("--config", help="line config YAML (see edge_sdk/config.py)")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda", "tensorrt"])
+    r.add_argument("--mode", choices=["per_part", "free_run"])
+    r.add_argument("--deadline-ms", type=float, help="acquisition-to-verdict deadline")
+    r.add_argument("--folder", help="replay the images of a folder instead of a camera")
+    r.add_argument("--rate-hz", type=float, help="with --folder: frames per second")
+    r.add_argument("--loop", action="store_true", help="with --folder: replay forever")
+    r.add_argument("--health-port", type=int, help="health endpoint port (0: any free)")
+    r.add_argument("--duration-s", type=float, help="stop after this many seconds")
+    r.add_argument("--max-frames", type=int, help="stop after this many results")
+    r.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    r.set_defaults(func=cmd_run)
+
+    from edge_sdk.evaluation.commands import add_calibrate_parser, add_eval_parser
+    from edge_sdk.sources.commands import add_cameras_parser
+
+    add_cameras_parser(sub)
+    add_eval_parser(sub)
+    add_calibrate_parser(sub)
 
     d = sub.add_parser("doctor", help="providers, GPU, GenTL producers, permissions")
     d.add_argument("--json", action="store_true")

@@ -1,0 +1,384 @@
+"""Source -> Inspector -> sinks, on two threads with a bounded queue between them.
+
+The contract with the line: in per-part mode every acquired frame gets exactly one
+Result, delivered to every sink, even when the model fails, the deadline passes, the
+queue overflows or the process is shutting down; anything uncertain is ERROR (a reject).
+
+    acquisition thread          inspection thread              sink runners (own threads)
+    source.read() --> queue --> deadline? inspect, deadline? --> submit() never blocks
+
+Modes (what happens when inspection is slower than the camera):
+    per_part   nothing is dropped: frames wait in the queue; one that waited past its
+               deadline gets ERROR without inference, and a frame that finds the queue
+               full gets ERROR at once. For triggered lines, where each frame is a part.
+    free_run   the newest frame wins: a waiting frame is replaced by a newer one and
+               counted as dropped. For continuous monitoring.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge_sdk.inspector import Inspector
+from edge_sdk.records import Frame, Result, Verdict
+from edge_sdk.sinks.base import Inspection
+from edge_sdk.sources.base import FrameSource
+from edge_sdk.sources.errors import (
+    EndOfStreamError,
+    FrameTimeoutError,
+    SourceClosedError,
+    SourceError,
+)
+
+log = logging.getLogger(__name__)
+
+STAGES = ("queue", "preprocess", "infer", "decide", "signal", "total")
+
+
+class Mode(str, enum.Enum):
+    PER_PART = "per_part"
+    FREE_RUN = "free_run"
+
+
+class ResultSink(Protocol):
+    """What the pipeline hands results to: `submit` must never block (see SinkRunner)."""
+
+    name: str
+
+    def submit(self, inspection: Inspection) -> None: ...
+
+    def close(self, *, timeout_s: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    mode: Mode = Mode.PER_PART
+    deadline_ms: float = 1000.0  # acquisition to verdict
+    queue_size: int = 64  # per_part: frames that may wait for inspection
+    read_timeout_s: float = 0.2  # one wait for a frame; stop() takes effect within it
+    drain_timeout_s: float = 5.0  # on stop: time to finish frames in flight
+    sink_close_timeout_s: float = 5.0
+    keep_latency_samples: int = 2048
+    max_source_errors: int = 10  # consecutive source errors that end the run
+
+
+class LatencyWindow:
+    """The last N samples of each stage, for p50/p99 without unbounded memory."""
+
+    def __init__(self, size: int) -> None:
+        self._samples = {stage: deque[float](maxlen=size) for stage in STAGES}
+
+    def add(self, **ms: float) -> None:
+        for stage, value in ms.items():
+            self._samples[stage].append(value)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for stage, values in self._samples.items():
+            if values:
+                arr = np.fromiter(values, dtype=np.float64)
+                p50, p99 = np.percentile(arr, [50, 99])
+                out[stage] = {"p50": float(p50), "p99": float(p99), "n": len(values)}
+        return out
+
+
+@dataclass
+class PipelineStats:
+    """Counters since start; `snapshot()` gives a JSON-ready copy."""
+
+    frames: int = 0
+    results: int = 0
+    verdicts: dict[str, int] = field(default_factory=lambda: {v.value: 0 for v in Verdict})
+    deadline_misses: int = 0
+    queue_overflows: int = 0
+    dropped_free_run: int = 0
+    shutdown_failsafe: int = 0
+    source_errors: int = 0
+
+
+@dataclass(frozen=True)
+class _Queued:
+    frame: Frame
+    acquired_ns: int
+
+
+class Pipeline:
+    """Runs a source through an inspector into sinks until stopped or the source ends.
+
+    The pipeline takes ownership of the source (opens and closes it) and closes the sinks
+    on stop; the inspector stays the caller's.
+    """
+
+    def __init__(
+        self,
+        source: FrameSource,
+        inspector: Inspector,
+        sinks: Sequence[ResultSink] = (),
+        options: PipelineOptions | None = None,
+    ) -> None:
+        self.source = source
+        self.inspector = inspector
+        self.sinks = list(sinks)
+        self.options = options or PipelineOptions()
+        size = 1 if self.options.mode is Mode.FREE_RUN else self.options.queue_size
+        self._queue: queue.Queue[_Queued] = queue.Queue(maxsize=size)
+        self._stats = PipelineStats()
+        self._latency = LatencyWindow(self.options.keep_latency_samples)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._acquisition_done = threading.Event()
+        self._finished = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._last_progress = time.monotonic()
+        self._latest: Inspection | None = None
+        self._started_at = 0.0
+        self.source_error: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the source and start the threads. Returns once frames can flow."""
+        self.source.open()
+        self._started_at = time.monotonic()
+        self._threads = [
+            threading.Thread(target=self._acquire_loop, name="edge-ad-acquire", daemon=True),
+            threading.Thread(target=self._inspect_loop, name="edge-ad-inspect", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Ask the pipeline to finish: no new frames; frames in flight are inspected
+        within `drain_timeout_s`, the rest fail safe. Thread-safe; returns at once."""
+        self._stopping.set()
+        self.source.stop()
+
+    def wait(self, *, timeout_s: float | None = None) -> bool:
+        """Wait until the pipeline has finished (source ended or stopped and drained)."""
+        return self._finished.wait(timeout_s)
+
+    def close(self) -> None:
+        """Stop, drain, close sinks and the source. Never hangs past the set timeouts."""
+        self.stop()
+        limit = self.options.drain_timeout_s + self.options.read_timeout_s + 2.0
+        for thread in self._threads:
+            thread.join(timeout=limit)
+        for sink in self.sinks:
+            try:
+                sink.close(timeout_s=self.options.sink_close_timeout_s)
+            except Exception:
+                log.exception("closing sink %s failed", getattr(sink, "name", sink))
+        self.source.close()
+
+    def __enter__(self) -> Pipeline:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    @property
+    def last_progress(self) -> float:
+        """time.monotonic() of the last loop tick or result: the service's watchdog feed."""
+        return self._last_progress
+
+    @property
+    def latest(self) -> Inspection | None:
+        return self._latest
+
+    # -- acquisition thread ------------------------------------------------------------
+    def _acquire_loop(self) -> None:
+        failures = 0
+        try:
+            while not self._stopping.is_set():
+                self._last_progress = time.monotonic()
+                try:
+                    frame = self.source.read(timeout_s=self.options.read_timeout_s)
+                except FrameTimeoutError:
+                    continue
+                except (EndOfStreamError, SourceClosedError):
+                    break
+                except SourceError as exc:
+                    # One unreadable file or buffer: no frame was acquired, so there is no
+                    # part to give a verdict to. Count it; give up only if it persists.
+                    failures += 1
+                    self.source_error = f"{type(exc).__name__}: {exc}"
+                    with self._lock:
+                        self._stats.source_errors += 1
+                    log.error("frame source error (%d in a row): %s", failures, exc)
+                    if failures >= self.options.max_source_errors:
+                        break
+                    self._stopping.wait(min(1.0, 0.05 * failures))
+                    continue
+                except Exception as exc:  # a bug in a source ends the run, loudly
+                    self.source_error = f"{type(exc).__name__}: {exc}"
+                    log.exception("frame source failed")
+                    break
+                failures = 0
+                self._enqueue(_Queued(frame, time.monotonic_ns()))
+        finally:
+            self._acquisition_done.set()
+
+    def _enqueue(self, item: _Queued) -> None:
+        with self._lock:
+            self._stats.frames += 1
+        if self.options.mode is Mode.FREE_RUN:
+            try:
+                self._queue.get_nowait()
+                with self._lock:
+                    self._stats.dropped_free_run += 1
+            except queue.Empty:
+                pass
+            self._queue.put_nowait(item)  # the only producer: a slot is free now
+            return
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            with self._lock:
+                self._stats.queue_overflows += 1
+            self._fail(item, "inspection queue full: the line is faster than inspection")
+
+    # -- inspection thread -------------------------------------------------------------
+    def _inspect_loop(self) -> None:
+        drain_until: float | None = None
+        try:
+            while True:
+                if self._acquisition_done.is_set() and drain_until is None:
+                    drain_until = time.monotonic() + self.options.drain_timeout_s
+                try:
+                    item = self._queue.get(timeout=self.options.read_timeout_s)
+                except queue.Empty:
+                    if self._acquisition_done.is_set():
+                        return
+                    continue
+                if drain_until is not None and time.monotonic() > drain_until:
+                    with self._lock:
+                        self._stats.shutdown_failsafe += 1
+                    self._fail(item, "shutting down before this frame could be inspected")
+                    continue
+                self._inspect(item)
+        except Exception:  # a bug here must not strand frames: fail what is queued
+            log.exception("inspection loop crashed; failing the frames in flight")
+            while True:
+                try:
+                    self._fail(self._queue.get_nowait(), "inspection loop crashed")
+                except queue.Empty:
+                    break
+            raise
+        finally:
+            self._finished.set()
+
+    def _inspect(self, item: _Queued) -> None:
+        deadline_ns = item.acquired_ns + int(self.options.deadline_ms * 1e6)
+        dequeued = time.monotonic_ns()
+        if dequeued > deadline_ns:
+            waited = (dequeued - item.acquired_ns) / 1e6
+            self._fail(
+                item,
+                f"deadline missed before inspection: waited {waited:.1f} ms, "
+                f"deadline {self.options.deadline_ms:g} ms",
+                deadline=True,
+            )
+            return
+        result = self.inspector.inspect_frame(item.frame)
+        done = time.monotonic_ns()
+        if done > deadline_ns and result.verdict is not Verdict.ERROR:
+            result = replace(
+                result,
+                verdict=Verdict.ERROR,
+                error=(
+                    f"deadline missed: verdict after {(done - item.acquired_ns) / 1e6:.1f} ms, "
+                    f"deadline {self.options.deadline_ms:g} ms"
+                ),
+            )
+            with self._lock:
+                self._stats.deadline_misses += 1
+        self._deliver(item, result, queue_ms=(dequeued - item.acquired_ns) / 1e6)
+
+    def _fail(self, item: _Queued, reason: str, *, deadline: bool = False) -> None:
+        result = Result(
+            frame_id=item.frame.frame_id,
+            part_id=item.frame.part_id,
+            verdict=Verdict.ERROR,
+            score=float("nan"),
+            threshold=self.inspector.image_threshold,
+            image_shape=item.frame.image.shape,
+            error=reason,
+        )
+        if deadline:
+            with self._lock:
+                self._stats.deadline_misses += 1
+        self._deliver(item, result, queue_ms=(time.monotonic_ns() - item.acquired_ns) / 1e6)
+
+    def _deliver(self, item: _Queued, result: Result, *, queue_ms: float) -> None:
+        inspection = Inspection(
+            frame=item.frame,
+            result=result,
+            pixel_threshold=self.inspector.pixel_threshold,
+            acquired_ns=item.acquired_ns,
+        )
+        t0 = time.monotonic_ns()
+        for sink in self.sinks:
+            try:
+                sink.submit(inspection)
+            except Exception:  # submit must not raise; if it does, the others still get it
+                log.exception("sink %s refused a result", getattr(sink, "name", sink))
+        t1 = time.monotonic_ns()
+        lat = result.latency
+        with self._lock:
+            self._stats.results += 1
+            self._stats.verdicts[result.verdict.value] += 1
+            self._latency.add(
+                queue=queue_ms,
+                preprocess=lat.preprocess_ms,
+                infer=lat.infer_ms,
+                decide=lat.decide_ms,
+                signal=(t1 - t0) / 1e6,
+                total=(t1 - item.acquired_ns) / 1e6,
+            )
+        self._latest = inspection
+        self._last_progress = time.monotonic()
+
+    # -- reporting ---------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Counters, latency percentiles (ms), source and sink health, JSON-ready."""
+        with self._lock:
+            stats = replace(self._stats, verdicts=dict(self._stats.verdicts))
+            latency = self._latency.summary()
+        sinks = {}
+        for sink in self.sinks:
+            health = getattr(sink, "health", None)
+            if callable(health):
+                value = health()
+                sinks[sink.name] = value.to_dict() if hasattr(value, "to_dict") else value
+        return {
+            "mode": self.options.mode.value,
+            "uptime_s": time.monotonic() - self._started_at if self._started_at else 0.0,
+            "frames": stats.frames,
+            "results": stats.results,
+            "in_flight": stats.frames - stats.results - stats.dropped_free_run,
+            "verdicts": stats.verdicts,
+            "deadline_misses": stats.deadline_misses,
+            "queue_overflows": stats.queue_overflows,
+            "dropped_free_run": stats.dropped_free_run,
+            "shutdown_failsafe": stats.shutdown_failsafe,
+            "source_errors": stats.source_errors,
+            "latency_ms": latency,
+            "source": self.source.stats.to_dict(),
+            "source_error": self.source_error,
+            "sinks": sinks,
+            "provider": self.inspector.provider,
+        }

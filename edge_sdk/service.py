@@ -1,0 +1,160 @@
+"""The line service behind `edge-ad run`: build the source, inspector, sinks and health
+endpoint from a `LineConfig`, run until told to stop, and talk to systemd on the way.
+
+READY is sent only after the camera is open and the model warmed up; WATCHDOG only while
+frames or acquisition ticks really flow (a stalled pipeline lets systemd restart us);
+STATUS carries the counts. The caller owns signals: it sets `stop` from its handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from edge_sdk.config import LineConfig, describe
+from edge_sdk.errors import ConfigError
+from edge_sdk.inspector import Inspector
+from edge_sdk.notify import Notifier
+from edge_sdk.pipeline import Mode, Pipeline, PipelineOptions, ResultSink
+from edge_sdk.sources.base import FrameSource
+
+log = logging.getLogger(__name__)
+
+
+def build_source(config: LineConfig) -> FrameSource:
+    """The frame source the config names (not opened yet)."""
+    if config.source == "folder":
+        from edge_sdk.sources.files import FolderSource
+
+        if config.folder is None:
+            raise ConfigError("source is 'folder' but the 'folder' section (path) is missing")
+        return FolderSource(
+            config.folder.path,
+            rate_hz=config.folder.rate_hz,
+            loop=config.folder.loop,
+            camera_id=config.camera,
+        )
+    if config.source == "video":
+        from edge_sdk.sources.files import VideoSource
+
+        if config.video is None:
+            raise ConfigError("source is 'video' but the 'video' section (uri) is missing")
+        return VideoSource(config.video.uri, rate_hz=config.video.rate_hz, camera_id=config.camera)
+    from edge_sdk.sources.genicam import GenICamSource
+    from edge_sdk.sources.profiles import load_profile
+
+    profile = load_profile(config.profile) if config.profile else None
+    camera: str | int = int(config.camera) if config.camera.isdigit() else config.camera
+    return GenICamSource(
+        camera,
+        profile=profile,
+        aliases=dict(config.cameras),
+        producer_paths=config.producers,
+        include_simulator=config.include_simulator,
+        camera_id=config.camera,
+    )
+
+
+def build_sinks(config: LineConfig) -> list[ResultSink]:
+    """One runner (own thread and queue) per configured sink."""
+    from edge_sdk.sinks.config import build_runners
+
+    return list(build_runners(config.sinks, camera_id=config.camera))
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    snapshot: dict[str, Any]
+    wall_s: float
+    failed: str | None  # why the run ended on its own (source error), None for a clean stop
+
+
+def status_line(snapshot: dict[str, Any]) -> str:
+    v = snapshot["verdicts"]
+    infer = snapshot["latency_ms"].get("infer", {}).get("p50")
+    total = snapshot["latency_ms"].get("total", {}).get("p50")
+    lat = f", infer p50 {infer:.1f} ms, total p50 {total:.1f} ms" if infer and total else ""
+    return f"{snapshot['frames']} frames: {v['OK']} OK, {v['NOK']} NOK, {v['ERROR']} ERROR{lat}"
+
+
+def run_line(
+    config: LineConfig,
+    *,
+    stop: threading.Event,
+    notifier: Notifier | None = None,
+    duration_s: float | None = None,
+    max_frames: int | None = None,
+) -> RunSummary:
+    """Run the line until `stop` is set, the source ends, `duration_s` passes or
+    `max_frames` results were given. Always drains and closes everything."""
+    notifier = notifier or Notifier()
+    log.info("line configuration:\n%s", describe(config))
+    inspector = Inspector.open(
+        config.bundle, device=config.device, variant=config.variant, threads=config.threads
+    )
+    log.info(
+        "model %s: %s graph on %s",
+        inspector.manifest.name,
+        inspector.engine.variant,
+        inspector.provider,
+    )
+    source = build_source(config)
+    sinks = build_sinks(config)
+    options = PipelineOptions(
+        mode=Mode(config.mode),
+        deadline_ms=config.deadline_ms,
+        queue_size=config.queue_size,
+        drain_timeout_s=config.drain_timeout_s,
+    )
+    pipeline = Pipeline(source, inspector, sinks, options)
+    health = None
+    started = time.monotonic()
+    try:
+        pipeline.start()
+        if config.health.enabled:
+            from edge_sdk.health import HealthServer
+
+            health = HealthServer(pipeline, host=config.health.host, port=config.health.port)
+            health.start()
+        notifier.ready(f"inspecting {config.camera} with {inspector.manifest.name}")
+        _supervise(pipeline, config, notifier, stop, started, duration_s, max_frames)
+    finally:
+        notifier.stopping()
+        pipeline.close()
+        if health is not None:
+            health.close()
+    snapshot = pipeline.snapshot()
+    notifier.status("stopped: " + status_line(snapshot))
+    return RunSummary(snapshot, time.monotonic() - started, pipeline.source_error)
+
+
+def _supervise(
+    pipeline: Pipeline,
+    config: LineConfig,
+    notifier: Notifier,
+    stop: threading.Event,
+    started: float,
+    duration_s: float | None,
+    max_frames: int | None,
+) -> None:
+    watchdog = notifier.watchdog_interval_s
+    tick = min(1.0, watchdog / 3) if watchdog else 0.5
+    next_summary = started + config.summary_every_s
+    while not stop.is_set() and not pipeline.finished:
+        stop.wait(tick)
+        now = time.monotonic()
+        # Ping only while the pipeline moves: a hung camera or model must not be hidden.
+        if watchdog and now - pipeline.last_progress < watchdog:
+            notifier.watchdog()
+        if now >= next_summary:
+            snapshot = pipeline.snapshot()
+            notifier.status(status_line(snapshot))
+            log.info("%s", status_line(snapshot))
+            next_summary = now + config.summary_every_s
+        if duration_s is not None and now - started >= duration_s:
+            break
+        if max_frames is not None and pipeline.snapshot()["results"] >= max_frames:
+            break
