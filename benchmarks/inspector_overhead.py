@@ -1,9 +1,10 @@
 """What the Inspector adds over a bare `session.run` of the same graph.
 
-Interleaves, image by image, (a) `InferenceSession.run` on an already prepared uint8
-batch, with ONNX Runtime's default session options, and (b) `Inspector.inspect` on a
-camera-sized image (preprocessing, graph, normalisation, decision), so machine noise hits
-both alike. Prints medians, p99 and the ratio; writes the figures to
+Interleaves, image by image, (a) a bare `session.run` of the graph on an already prepared
+uint8 batch and (b) `Inspector.inspect` on a camera-sized image (preprocessing, graph,
+normalisation, decision), so machine noise hits both alike. Both use the same ONNX Runtime
+session (the engine's settings: no thread spinning, see edge_sdk/engine.py): a second
+session in the process would change the result by competing for the cores. Prints medians, p99 and the ratio; writes the figures to
 benchmarks/results/inspector_overhead.json.
 
     python benchmarks/inspector_overhead.py                 # random-weight EfficientAD-S
@@ -60,8 +61,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
 
-    import onnxruntime as ort
-
     from edge_sdk import Bundle, Inspector
     from edge_sdk.preprocess import to_model_input
 
@@ -73,13 +72,7 @@ def main() -> None:
         )
         bundle = Bundle.open(path)
         inspector = Inspector.open(bundle, device="cpu", threads=args.threads)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = args.threads
-        bare = ort.InferenceSession(
-            bundle.graph(inspector.engine.variant),
-            sess_options=so,
-            providers=["CPUExecutionProvider"],
-        )
+        bare = inspector.engine.session
         spec = bundle.manifest.model
         width, height = (int(v) for v in args.frame.lower().split("x"))
         frame = np.random.default_rng(1).integers(0, 256, (height, width), dtype=np.uint8)

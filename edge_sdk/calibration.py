@@ -120,6 +120,30 @@ def threshold_for_false_reject_rate(
     return threshold, policy
 
 
+MIN_SPLIT_IMAGES = 20  # below this, quantiles and threshold share the good images
+QUANTILE_EVERY = 3  # with a split, every third good image sets the quantiles
+
+
+def split_indices(n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Indices of the good images that set the quantiles and of those that set the
+    threshold, or None when `n` is below `MIN_SPLIT_IMAGES`.
+
+    Interleaved rather than cut in two, so a folder sorted by time (lighting drifting over
+    a shift) gives both halves the same conditions. Quantiles pool every pixel of every map
+    and settle with few images; the threshold sees one score per image, so it gets two
+    thirds.
+
+    >>> quantile_idx, threshold_idx = split_indices(21)
+    >>> quantile_idx.tolist()[:3], len(quantile_idx), len(threshold_idx)
+    ([0, 3, 6], 7, 14)
+    """
+    if n < MIN_SPLIT_IMAGES:
+        return None
+    index = np.arange(n)
+    chosen = index % QUANTILE_EVERY == 0
+    return index[chosen], index[~chosen]
+
+
 def calibrate(
     engine: Engine,
     good_images: Iterable[np.ndarray],
@@ -127,16 +151,61 @@ def calibrate(
     resize: str = "area",
     target_frr: float = 0.01,
     source: str = "",
+    bad_images: Iterable[np.ndarray] | None = None,
+    policy: str | None = None,
+    split: bool = False,
+    bad_source: str = "",
 ) -> tuple[Normalization, Threshold, dict[str, Any]]:
     """Quantiles, threshold and calibration record from held-out good images.
 
-    The image threshold follows `threshold_for_false_reject_rate`; the pixel threshold
-    equals it, so the defect mask shows exactly the region that made a part NOK.
+    The image threshold follows `edge_sdk.thresholds.choose_threshold`: by default the
+    target false-reject rate on the good images (`threshold_for_false_reject_rate`), or
+    with `bad_images` (labelled defective) the policy `policy` picks ("frr", "f1",
+    "zero-escape", "strict"; the default with defective images is "strict"). The pixel
+    threshold equals it, so the defect mask shows exactly the region that made a part NOK.
+
+    With `split=True` and at least `MIN_SPLIT_IMAGES` good images, the quantiles come from
+    every third image and the threshold from the others (`split_indices`), so the
+    threshold is not measured on the images that set the normalisation; with fewer images
+    both use all of them and the policy record says so.
     """
+    from edge_sdk.thresholds import choose_threshold  # it imports this module
+
     maps = collect_raw_maps(engine, good_images, resize=resize)
-    norm = normalization_from(maps)
-    scores = image_scores(maps, norm)
-    value, policy = threshold_for_false_reject_rate(scores, target_frr=target_frr)
-    threshold = Threshold(image=value, pixel=value, policy=policy)
-    record = {"images": int(scores.size), "source": source, "map_size": list(maps.st.shape[1:])}
+    n = int(maps.st.shape[0])
+    parts = split_indices(n) if split else None
+    split_record: dict[str, Any]
+    if parts is None:
+        norm = normalization_from(maps)
+        scores = image_scores(maps, norm)
+        split_record = {"quantile_images": n, "threshold_images": n, "same_images": True}
+        if split:
+            split_record["note"] = (
+                f"only {n} good images (fewer than {MIN_SPLIT_IMAGES}): the quantiles and "
+                "the threshold come from the same images, so the false-reject rate seen "
+                "here is optimistic"
+            )
+    else:
+        quantile_idx, threshold_idx = parts
+        norm = normalization_from(RawMaps(maps.st[quantile_idx], maps.ae[quantile_idx]))
+        scores = image_scores(RawMaps(maps.st[threshold_idx], maps.ae[threshold_idx]), norm)
+        split_record = {
+            "quantile_images": int(quantile_idx.size),
+            "threshold_images": int(threshold_idx.size),
+            "same_images": False,
+            "rule": f"every {QUANTILE_EVERY}rd good image, in the order given, sets the "
+            "quantiles; the others set the threshold",
+        }
+    bad_scores = None
+    if bad_images is not None:
+        bad_scores = image_scores(collect_raw_maps(engine, bad_images, resize=resize), norm)
+    choice = choose_threshold(scores, bad_scores, policy=policy, target_frr=target_frr)
+    policy_record = dict(choice.record)
+    policy_record["split"] = split_record
+    if "note" in split_record:
+        policy_record["notes"] = [*policy_record["notes"], split_record["note"]]
+    threshold = Threshold(image=choice.threshold, pixel=choice.threshold, policy=policy_record)
+    record: dict[str, Any] = {"images": n, "source": source, "map_size": list(maps.st.shape[1:])}
+    if bad_scores is not None:
+        record.update(defective_images=int(bad_scores.size), defective_source=bad_source)
     return norm, threshold, record

@@ -12,13 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("torch", reason="the training extra is not installed")
+pytest.importorskip("onnx", reason="the training extra is not installed")
 
-from edge_sdk.training import networks as nets  # noqa: E402
-from edge_sdk.training.inference_graph import InferenceGraph  # noqa: E402
-from edge_sdk.training.onnx_export import export_onnx  # noqa: E402
+import onnx
+import onnxruntime as ort
+import torch
+
+from edge_sdk.training import networks as nets
+from edge_sdk.training.inference_graph import InferenceGraph
+from edge_sdk.training.onnx_export import export_onnx
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +52,8 @@ def _compare(session: ort.InferenceSession, graph: InferenceGraph, batch: int) -
         torch_maps = [m.numpy() for m in graph(torch.from_numpy(image))]
     for got, want in zip(ort_maps, torch_maps, strict=True):
         assert got.dtype == np.float32 and got.shape == (batch, 1, 56, 56)
-        assert want.std() > 0.01 * want.mean() > 0
+        # Maps that vary by far more than the tolerance, or the comparison proves nothing.
+        assert np.ptp(want) > 0.01 * np.abs(want).max() > 0
         # Different conv algorithms sum in different orders: float32 rounding, relative to
         # the map's scale (map_ae is ~1e-3 with random weights, map_st ~1).
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
@@ -73,13 +77,13 @@ def test_graph_file(exported) -> None:
         assert output.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
 
+# Any batch size but the export's 2 shows a batch baked into the graph; M (~118 GMAC per
+# image) runs one image to keep the suite fast on a 2-core CPU.
+BATCH_SIZES = {"efficientad-s": (1, 3), "efficientad-m": (1,)}
+
+
 def test_onnxruntime_matches_torch(exported) -> None:
-    _, graph, path = exported
-    _compare(_session(path), graph, batch=3)
-
-
-def test_batch_of_one(exported) -> None:
     arch, graph, path = exported
-    if arch != "efficientad-s":
-        pytest.skip("one architecture is enough for batch size 1; M is slow")
-    _compare(_session(path), graph, batch=1)
+    session = _session(path)
+    for batch in BATCH_SIZES[arch]:
+        _compare(session, graph, batch)

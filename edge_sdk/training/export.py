@@ -55,12 +55,23 @@ def export_bundle(
     """Export the networks and write a bundle calibrated on held-out good images."""
     graph = InferenceGraph(teacher, student, autoencoder, teacher_mean, teacher_std)
     onnx_bytes = graph_bytes(graph, height=height, width=width)
-    spec = ModelSpec(architecture=architecture, sha256=sha256_hex(onnx_bytes),
-                     input=InputSpec(height=height, width=width, resize=resize))
+    spec = ModelSpec(
+        architecture=architecture,
+        sha256=sha256_hex(onnx_bytes),
+        input=InputSpec(height=height, width=width, resize=resize),
+    )
     engine = Engine.from_graph(onnx_bytes, spec, EngineOptions(device="cpu"), warmup=False)
-    norm, threshold, record = calibrate(engine, calibration_images, resize=resize,
-                                        target_frr=target_frr, source=calibration_source)
-    manifest = Manifest(name=name, created_by=f"edge-ad {__version__}",
-                        description=description, model=spec, normalization=norm,
-                        threshold=threshold, calibration=record, training=training or {})
+    norm, threshold, record = calibrate(
+        engine, calibration_images, resize=resize, target_frr=target_frr, source=calibration_source
+    )
+    manifest = Manifest(
+        name=name,
+        created_by=f"edge-ad {__version__}",
+        description=description,
+        model=spec,
+        normalization=norm,
+        threshold=threshold,
+        calibration=record,
+        training=training or {},
+    )
     return write_bundle(out, manifest, {spec.file: onnx_bytes}, overwrite=overwrite)

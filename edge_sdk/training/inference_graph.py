@@ -98,6 +98,9 @@ class InferenceGraph(nn.Module):
     [N,1,h,w] (56x56 at a 256x256 input). The modules passed in are copied, never changed.
     """
 
+    input_shift: torch.Tensor
+    input_scale: torch.Tensor
+
     def __init__(
         self,
         teacher: nn.Sequential,

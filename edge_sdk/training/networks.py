@@ -177,9 +177,7 @@ def load_teacher_weights(
             f"teacher weights in {source}: expected a state dict (a mapping of parameter "
             f"names to tensors), found {type(loaded).__name__}"
         )
-    state = {
-        (k[len("module.") :] if k.startswith("module.") else k): v for k, v in loaded.items()
-    }
+    state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in loaded.items()}
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
