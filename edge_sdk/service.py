@@ -60,6 +60,8 @@ def build_source(config: LineConfig) -> FrameSource:
 
 def build_sinks(config: LineConfig) -> list[ResultSink]:
     """One runner (own thread and queue) per configured sink."""
+    if not config.sinks:
+        return []
     from edge_sdk.sinks.config import build_runners
 
     return list(build_runners(config.sinks, camera_id=config.camera))

@@ -1,0 +1,70 @@
+"""The line config: precedence, paths relative to the file, errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_sdk.config import load_config
+from edge_sdk.errors import ConfigError
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_precedence_cli_over_env_over_file_over_defaults(tmp_path: Path) -> None:
+    line = write(tmp_path / "etc" / "line.yaml",
+                 "bundle: screw.bundle\ndeadline_ms: 300\nmode: free_run\nhealth: {port: 9000}\n")
+    env = {"EDGE_AD_DEADLINE_MS": "400", "EDGE_AD_HEALTH__HOST": "0.0.0.0"}
+    config, origin = load_config(line, overrides={"deadline_ms": 500.0, "camera": None},
+                                 environ=env)
+    assert config.deadline_ms == 500.0 and origin["deadline_ms"] == "command line"
+    assert config.mode == "free_run" and origin["mode"] == str(line)
+    # Nested keys merge: the port from the file, the host from the environment.
+    assert (config.health.host, config.health.port) == ("0.0.0.0", 9000)
+    assert config.queue_size == 64  # default
+    env_only, _ = load_config(line, environ=env)
+    assert env_only.deadline_ms == 400.0
+
+
+def test_paths_in_the_file_are_relative_to_the_file(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    line = write(tmp_path / "etc" / "line.yaml",
+                 "bundle: models/screw.bundle\nprofile: ../calibration/cam.yaml\n"
+                 "sinks: [{type: jsonl, path: out/results.jsonl}]\n")
+    monkeypatch.chdir("/")
+    config, _ = load_config(line, environ={})
+    assert config.bundle == tmp_path / "etc" / "models" / "screw.bundle"
+    assert config.profile == tmp_path / "calibration" / "cam.yaml"
+    assert config.sinks[0]["path"] == str(tmp_path / "etc" / "out" / "results.jsonl")
+
+
+def test_errors_name_the_key_and_where_it_came_from(tmp_path: Path) -> None:
+    line = write(tmp_path / "line.yaml", "bundle: b.bundle\ndeadline_ms: -5\nmdoe: x\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(line, environ={"EDGE_AD_QUEUE_SIZE": "zero"})
+    message = str(info.value)
+    assert f"deadline_ms (from {line})" in message
+    assert "mdoe" in message and "queue_size (from environment)" in message
+
+
+def test_missing_bundle_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="bundle"):
+        load_config(None, environ={})
+    bad = write(tmp_path / "bad.yaml", "bundle: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad, environ={})
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml", environ={})
+
+
+def test_json_in_the_environment(tmp_path: Path) -> None:
+    env = {"EDGE_AD_BUNDLE": "x.bundle", "EDGE_AD_SINKS": '[{"type": "jsonl", "path": "-"}]'}
+    config, _ = load_config(None, environ=env)
+    assert config.sinks == [{"type": "jsonl", "path": "-"}]
+    with pytest.raises(ConfigError, match="EDGE_AD_SINKS"):
+        load_config(None, environ={**env, "EDGE_AD_SINKS": "[oops"})
