@@ -155,6 +155,7 @@ def calibrate(
     policy: str | None = None,
     split: bool = False,
     bad_source: str = "",
+    like: Normalization | None = None,
 ) -> tuple[Normalization, Threshold, dict[str, Any]]:
     """Quantiles, threshold and calibration record from held-out good images.
 
@@ -168,15 +169,21 @@ def calibrate(
     every third image and the threshold from the others (`split_indices`), so the
     threshold is not measured on the images that set the normalisation; with fewer images
     both use all of them and the policy record says so.
+
+    `like` keeps the map weights, padding and pad mode of an existing normalisation (a
+    recalibrated bundle keeps its parent's); only the quantiles are measured.
     """
     from edge_sdk.thresholds import choose_threshold  # it imports this module
 
     maps = collect_raw_maps(engine, good_images, resize=resize)
     n = int(maps.st.shape[0])
     parts = split_indices(n) if split else None
+    overrides: dict[str, Any] = {}
+    if like is not None:
+        overrides = {"weights": like.weights, "pad": like.pad, "pad_mode": like.pad_mode}
     split_record: dict[str, Any]
     if parts is None:
-        norm = normalization_from(maps)
+        norm = normalization_from(maps, **overrides)
         scores = image_scores(maps, norm)
         split_record = {"quantile_images": n, "threshold_images": n, "same_images": True}
         if split:
@@ -187,7 +194,9 @@ def calibrate(
             )
     else:
         quantile_idx, threshold_idx = parts
-        norm = normalization_from(RawMaps(maps.st[quantile_idx], maps.ae[quantile_idx]))
+        norm = normalization_from(
+            RawMaps(maps.st[quantile_idx], maps.ae[quantile_idx]), **overrides
+        )
         scores = image_scores(RawMaps(maps.st[threshold_idx], maps.ae[threshold_idx]), norm)
         split_record = {
             "quantile_images": int(quantile_idx.size),

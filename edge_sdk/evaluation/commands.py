@@ -1,0 +1,227 @@
+"""`edge-ad eval` and `edge-ad calibrate`: parsers and handlers, wired in by `edge_sdk.cli`.
+
+Handlers return the exit code (0 ok, 2 usage); an `EdgeADError` they raise becomes exit
+code 4 in `edge_sdk.cli.main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_USAGE = 0, 2
+DEVICES = ["auto", "cpu", "cuda", "tensorrt"]
+POLICY_CHOICES = ["frr", "f1", "zero-escape", "strict"]
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(
+            f"expected a rate between 0 and 1 (e.g. 0.01 for 1 %), got {value}"
+        )
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
+def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `eval` to the `edge-ad` sub-command parsers."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "eval",
+        help="measure a bundle on a labelled test set (MVTec layout)",
+        description="Image AUROC (overall and per defect type), pixel AUROC, AU-PRO (to "
+        "FPR 0.3), and false-reject and escape rates at the bundle's threshold. DATA holds "
+        "test/good/, test/<defect>/ and ground_truth/<defect>/<stem>_mask.png. With --out: "
+        "report.json, histogram.png, roc.png and overlays of the worst cases.",
+    )
+    p.add_argument("data", metavar="DATA", help="data set folder (MVTec AD layout)")
+    p.add_argument("--bundle", required=True, help="the *.bundle file or directory")
+    p.add_argument("--out", help="folder for report.json and pictures")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--variant", help="graph variant (fp32, fp16, int8); default: best for device")
+    p.add_argument("--threads", type=int, default=0, help="inference threads (0: one per core)")
+    p.add_argument("--batch", type=_positive, default=8, help="images per graph run")
+    p.add_argument(
+        "--worst", type=int, default=6, help="overlays of this many worst escapes and false rejects"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as JSON (the per-image list is only in report.json)",
+    )
+    p.set_defaults(func=cmd_eval)
+    return p
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Run the evaluation; print the summary (or the JSON report)."""
+    from edge_sdk.evaluation.report import evaluate_bundle, format_summary
+
+    def progress(done: int, total: int) -> None:
+        if not args.json and sys.stderr.isatty():
+            print(
+                f"\r{done}/{total} images",
+                end="" if done < total else "\n",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    report = evaluate_bundle(
+        args.bundle,
+        args.data,
+        out_dir=args.out,
+        device=args.device,
+        variant=args.variant,
+        threads=args.threads,
+        batch=args.batch,
+        worst=max(args.worst, 0),
+        progress=progress,
+    )
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if k != "images"}, indent=2, default=str))
+    else:
+        print(format_summary(report))
+        if args.out:
+            print(f"report and pictures in {Path(args.out).expanduser().absolute()}")
+    return EXIT_OK
+
+
+def add_calibrate_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `calibrate` to the `edge-ad` sub-command parsers."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "calibrate",
+        help="new quantiles and threshold from new images, as a new bundle",
+        description="Recalibrate a bundle for new conditions without retraining: quantiles "
+        "and threshold are measured on --good (and --bad) images through the bundle's own "
+        "graph and written, with the same graphs, to a new bundle that records its parent.",
+    )
+    p.add_argument("--bundle", required=True, help="the bundle to recalibrate")
+    p.add_argument("--good", required=True, help="folder of good images (new conditions)")
+    p.add_argument("--bad", help="folder of defective images, for the threshold policies")
+    p.add_argument("--out", required=True, help="the new bundle file (must not exist)")
+    p.add_argument(
+        "--target-frr",
+        type=_rate,
+        default=0.01,
+        help="target false-reject rate on good images (default 0.01)",
+    )
+    p.add_argument(
+        "--policy",
+        choices=POLICY_CHOICES,
+        help="frr: target false-reject rate on good images; f1: best F1; "
+        "zero-escape: reject every defective image seen; strict: the lower of "
+        "frr and zero-escape. Default: frr, or strict with --bad",
+    )
+    p.add_argument("--name", help="name of the new bundle (default <name>-recal-<date>)")
+    p.add_argument("--device", default="cpu", choices=DEVICES)
+    p.add_argument("--json", action="store_true", help="print the new threshold record as JSON")
+    p.set_defaults(func=cmd_calibrate)
+    return p
+
+
+def _load_all(paths: list[Path]) -> Iterator[Any]:
+    from edge_sdk.evaluation.dataset import read_image
+
+    for path in paths:  # one at a time: a folder of images need not fit in memory
+        yield read_image(path)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Write the recalibrated bundle; print what changed."""
+    from edge_sdk.bundle import Bundle
+    from edge_sdk.evaluation.dataset import list_images
+    from edge_sdk.recalibrate import recalibrate
+
+    if args.policy not in (None, "frr") and not args.bad:
+        print(
+            f"edge-ad calibrate: error: --policy {args.policy} needs defective images (--bad DIR)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    good = list_images(args.good)
+    if not good:
+        print(f"edge-ad calibrate: error: no images in {args.good}", file=sys.stderr)
+        return EXIT_USAGE
+    bad = list_images(args.bad) if args.bad else []
+    if args.bad and not bad:
+        print(f"edge-ad calibrate: error: no images in {args.bad}", file=sys.stderr)
+        return EXIT_USAGE
+    parent = Bundle.open(args.bundle)
+    out = recalibrate(
+        parent,
+        _load_all(good),
+        out=args.out,
+        bad_images=_load_all(bad) if bad else None,
+        target_frr=args.target_frr,
+        policy=args.policy,
+        name=args.name,
+        device=args.device,
+        good_source=str(Path(args.good).expanduser().absolute()),
+        bad_source=str(Path(args.bad).expanduser().absolute()) if args.bad else "",
+    )
+    child = Bundle.open(out).manifest
+    policy = child.threshold.policy
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "bundle": str(out),
+                    "name": child.name,
+                    "parent": child.parent,
+                    "threshold": child.threshold.model_dump(mode="json"),
+                    "normalization": child.normalization.model_dump(mode="json"),
+                },
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    at = policy["at_threshold"]
+    split = policy["split"]
+    print(f"wrote {out} ({child.name}), parent {child.parent}")
+    print(
+        f"threshold {parent.manifest.threshold.image:.6g} -> {child.threshold.image:.6g} "
+        f"(policy {policy['policy']}, {policy['chosen_by']})"
+    )
+    print(
+        f"quantiles from {split['quantile_images']} good images, threshold from "
+        f"{split['threshold_images']}" + (" (the same images)" if split["same_images"] else "")
+    )
+    fr = at["false_rejects"]
+    print(
+        f"false rejects seen {fr['count']}/{fr['of']} (95 % CI {fr['rate_95ci'][0]:.3g} "
+        f"to {fr['rate_95ci'][1]:.3g})"
+    )
+    if "escapes" in at:
+        es = at["escapes"]
+        print(
+            f"escapes seen {es['count']}/{es['of']} (95 % CI {es['rate_95ci'][0]:.3g} "
+            f"to {es['rate_95ci'][1]:.3g})"
+        )
+    for name, cand in policy.get("candidates", {}).items():
+        extra = f", escapes {cand['escapes']}" if "escapes" in cand else ""
+        print(
+            f"  {name:<12} threshold {cand['threshold']:.6g}: false rejects "
+            f"{cand['false_rejects']}{extra}"
+        )
+    for note in policy.get("notes", []):
+        print(f"note: {note}")
+    return EXIT_OK
+
+
+__all__ = ["add_calibrate_parser", "add_eval_parser", "cmd_calibrate", "cmd_eval"]

@@ -1,0 +1,353 @@
+"""Evaluating a bundle on a labelled test set: the report, its pictures, its summary.
+
+>>> from edge_sdk.evaluation import evaluate_bundle            # doctest: +SKIP
+>>> report = evaluate_bundle("screw.bundle", "mvtec/screw", out_dir="eval-screw")  # doctest: +SKIP
+>>> report["image"]["auroc"], report["pixel"]["au_pro"]       # doctest: +SKIP
+
+Image metrics use every image; an image whose inspection failed (verdict ERROR) counts
+as rejected with an infinite score, as the line would treat it. Pixel metrics use the
+images that have a map and a mask (good images need none).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_sdk.engine import Device
+from edge_sdk.evaluation.dataset import Sample, TestSet, find_test_set, read_image, read_mask
+from edge_sdk.evaluation.metrics import PixelScores, auroc, rate, roc_curve
+from edge_sdk.inspector import Inspector
+from edge_sdk.records import Result, Verdict
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "report.json"
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One test image after inspection."""
+
+    sample: Sample
+    result: Result
+
+    @property
+    def score(self) -> float:
+        # An image that failed is a reject: rank it above every score.
+        return math.inf if math.isnan(self.result.score) else self.result.score
+
+    @property
+    def rejected(self) -> bool:
+        return self.result.verdict.is_reject
+
+
+def _round(value: float | None, digits: int = 6) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(value, digits)
+
+
+def evaluate(
+    inspector: Inspector,
+    test_set: TestSet,
+    *,
+    out_dir: Path | None = None,
+    batch: int = 8,
+    worst: int = 6,
+    pixel_metrics: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Inspect every image of `test_set` and measure the bundle: image AUROC (overall and
+    per defect type), pixel AUROC and AU-PRO, and false-reject and escape rates at the
+    bundle's threshold with 95 % Wilson intervals. With `out_dir`, write `report.json`,
+    the histogram and ROC pictures and overlays of the `worst` misses and false rejects.
+    """
+    start = time.perf_counter()
+    notes: list[str] = []
+    pixels = PixelScores()
+    pixel_skipped: list[str] = []
+    empty_masks = 0
+    scored: list[Scored] = []
+    samples = test_set.samples
+    has_masks = any(s.mask_path is not None for s in test_set.defective)
+    # Without a single mask there is nothing to measure: do not hold every pixel for nothing.
+    use_pixels = pixel_metrics and has_masks
+    for first in range(0, len(samples), batch):
+        chunk = samples[first : first + batch]
+        images = [read_image(s.path) for s in chunk]
+        results = inspector.inspect_batch(images, frame_ids=range(first, first + len(chunk)))
+        for sample, image, result in zip(chunk, images, results, strict=True):
+            scored.append(Scored(sample, result))
+            if not use_pixels:
+                continue
+            if result.anomaly_map is None:
+                pixel_skipped.append(f"{sample.path.name}: {result.error}")
+                continue
+            if sample.is_defective and sample.mask_path is None:
+                continue  # counted in test_set.missing_masks
+            mask = read_mask(sample.mask_path, image.shape[:2]) if sample.mask_path else None
+            if sample.is_defective and mask is not None and not mask.any():
+                empty_masks += 1
+            pixels.add(inspector.full_map(result), mask)
+        if progress is not None:
+            progress(min(first + batch, len(samples)), len(samples))
+    elapsed = time.perf_counter() - start
+
+    good = [s for s in scored if not s.sample.is_defective]
+    bad = [s for s in scored if s.sample.is_defective]
+    good_scores = np.array([s.score for s in good], dtype=np.float64)
+    bad_scores = np.array([s.score for s in bad], dtype=np.float64)
+    errors = [s for s in scored if s.result.verdict is Verdict.ERROR]
+    threshold = inspector.image_threshold
+
+    image_metrics: dict[str, Any] = {"auroc": None, "per_defect_type": {}}
+    if good and bad:
+        image_metrics["auroc"] = auroc(good_scores, bad_scores)
+        for defect_type in test_set.defect_types:
+            of_type = np.array([s.score for s in bad if s.sample.defect_type == defect_type])
+            image_metrics["per_defect_type"][defect_type] = {
+                "images": int(of_type.size),
+                "auroc": auroc(good_scores, of_type),
+            }
+    else:
+        notes.append(
+            "image AUROC needs good and defective images; "
+            f"found {len(good)} good and {len(bad)} defective"
+        )
+
+    pixel: dict[str, Any] | None = None
+    if not pixel_metrics:
+        notes.append("pixel metrics not requested")
+    elif not bad:
+        notes.append("pixel metrics skipped: no defective images")
+    elif not has_masks:
+        notes.append("pixel metrics skipped: no defective image has a ground-truth mask")
+    else:
+        pixel = pixels.summary()
+        if test_set.missing_masks:
+            notes.append(
+                f"{len(test_set.missing_masks)} of {len(bad)} defective images have "
+                "no ground-truth mask and are left out of the pixel metrics"
+            )
+    if empty_masks:
+        notes.append(
+            f"{empty_masks} defective images have an empty mask: they count as "
+            "defective for image metrics and add only good pixels to pixel metrics"
+        )
+    if pixel_skipped:
+        notes.append(
+            f"{len(pixel_skipped)} images failed and are left out of the pixel "
+            f"metrics: {'; '.join(pixel_skipped[:5])}"
+        )
+    if errors:
+        notes.append(f"{len(errors)} images got verdict ERROR; they count as rejected")
+
+    false_rejects = sum(s.rejected for s in good)
+    escapes = sum(not s.rejected for s in bad)
+    at_threshold = {
+        "threshold": threshold,
+        "false_rejects": rate(false_rejects, len(good)),
+        "escapes": rate(escapes, len(bad)),
+        "errors": len(errors),
+    }
+    manifest = inspector.manifest
+    report: dict[str, Any] = {
+        "bundle": {
+            "name": manifest.name,
+            "architecture": manifest.model.architecture,
+            "threshold": {
+                "image": threshold,
+                "pixel": inspector.pixel_threshold,
+                "policy": manifest.threshold.policy.get("method", "unspecified"),
+            },
+            "graph": inspector.engine.variant,
+            "provider": inspector.provider,
+        },
+        "data": {
+            "path": str(test_set.root),
+            "good_images": len(good),
+            "defective_images": len(bad),
+            "defect_types": {
+                t: sum(s.defect_type == t for s in test_set.defective)
+                for t in test_set.defect_types
+            },
+        },
+        "image": image_metrics,
+        "pixel": pixel,
+        "at_threshold": at_threshold,
+        "notes": notes,
+        "seconds": round(elapsed, 3),
+        "images": [
+            {
+                "path": str(s.sample.path),
+                "defect_type": s.sample.defect_type,
+                "score": _round(s.result.score),
+                "verdict": s.result.verdict.value,
+                **({"error": s.result.error} if s.result.error else {}),
+            }
+            for s in scored
+        ],
+    }
+    if out_dir is not None:
+        report["pictures"] = write_pictures(inspector, out_dir, good, bad, report, worst=worst)
+        write_report(out_dir / REPORT_NAME, report)
+    return report
+
+
+def evaluate_bundle(
+    bundle: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    device: Device = "auto",
+    variant: str | None = None,
+    threads: int = 0,
+    batch: int = 8,
+    worst: int = 6,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Open `bundle`, find the MVTec-layout test set in `data` and `evaluate`."""
+    test_set = find_test_set(data)
+    out = Path(out_dir).expanduser().absolute() if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    with Inspector.open(
+        bundle,
+        device=device,
+        variant=variant,
+        threads=threads,
+        max_batch=batch,
+    ) as inspector:
+        return evaluate(
+            inspector, test_set, out_dir=out, batch=batch, worst=worst, progress=progress
+        )
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """The report as indented JSON (non-finite numbers as null, which JSON lacks)."""
+    import json
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    path.write_text(json.dumps(clean(report), indent=2) + "\n")
+
+
+def write_pictures(
+    inspector: Inspector,
+    out_dir: Path,
+    good: list[Scored],
+    bad: list[Scored],
+    report: dict[str, Any],
+    *,
+    worst: int,
+) -> dict[str, Any]:
+    """Histogram, ROC and worst-case overlays; returns their file names (relative)."""
+    from edge_sdk.evaluation.plots import outline_truth, roc_image, score_histogram_image
+    from edge_sdk.overlay import write_image
+
+    threshold = inspector.image_threshold
+    at = report["at_threshold"]
+    pictures: dict[str, Any] = {}
+    title = (
+        f"{report['bundle']['name']}: false rejects {at['false_rejects']['count']}/"
+        f"{len(good)}, escapes {at['escapes']['count']}/{len(bad)}"
+    )
+    write_image(
+        out_dir / "histogram.png",
+        score_histogram_image(
+            [s.score for s in good], [s.score for s in bad], threshold=threshold, title=title
+        ),
+    )
+    pictures["histogram"] = "histogram.png"
+    if good and bad:
+        curve = roc_curve([s.score for s in good], [s.score for s in bad])
+        point = (at["false_rejects"]["rate"], 1.0 - at["escapes"]["rate"])
+        write_image(
+            out_dir / "roc.png",
+            roc_image(
+                curve.fpr,
+                curve.tpr,
+                auroc=report["image"]["auroc"],
+                operating_point=point,
+                threshold=threshold,
+                title=report["bundle"]["name"],
+            ),
+        )
+        pictures["roc"] = "roc.png"
+
+    # Defective parts with the lowest scores (escapes first) and good parts with the
+    # highest (false rejects first): what a person should look at.
+    lowest_bad = sorted(bad, key=lambda s: s.score)[:worst]
+    highest_good = sorted(good, key=lambda s: -s.score)[:worst]
+    for folder, chosen, miss in (
+        ("worst_escapes", lowest_bad, "escape"),
+        ("worst_false_rejects", highest_good, "false_reject"),
+    ):
+        names = []
+        if chosen:
+            (out_dir / folder).mkdir(exist_ok=True)
+        for rank, item in enumerate(chosen, 1):
+            image = read_image(item.sample.path)
+            overlay = inspector.overlay(image, item.result)
+            mask_path = item.sample.mask_path
+            if mask_path is not None:
+                outline_truth(overlay, read_mask(mask_path, image.shape[:2]))
+            is_miss = item.rejected if miss == "false_reject" else not item.rejected
+            status = miss if is_miss else ("caught" if miss == "escape" else "passed")
+            kind = item.sample.defect_type or "good"
+            name = f"{rank:02d}_{status}_{kind}_{item.sample.path.stem}.jpg"
+            write_image(out_dir / folder / name, overlay)
+            names.append(f"{folder}/{name}")
+        pictures[folder] = names
+    return pictures
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """The report in a few lines for a person at a terminal."""
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.2f} %"
+
+    def ci(r: dict[str, Any]) -> str:
+        if r["rate"] is None:
+            return "-"
+        lo, hi = r["rate_95ci"]
+        return f"{r['count']}/{r['of']} = {pct(r['rate'])} (95 % CI {pct(lo)} to {pct(hi)})"
+
+    b, d, img, at = report["bundle"], report["data"], report["image"], report["at_threshold"]
+    lines = [
+        f"bundle {b['name']} ({b['architecture']}, {b['graph']} on {b['provider']}), "
+        f"threshold {b['threshold']['image']:.6g} ({b['threshold']['policy']})",
+        f"data   {d['path']}: {d['good_images']} good, {d['defective_images']} defective "
+        f"({', '.join(f'{k} {v}' for k, v in d['defect_types'].items()) or 'none'})",
+        f"image AUROC      {pct(img['auroc'])}",
+    ]
+    for defect_type, entry in img["per_defect_type"].items():
+        lines.append(f"  {defect_type:<15}{pct(entry['auroc'])}  ({entry['images']} images)")
+    pixel = report["pixel"]
+    if pixel is not None:
+        lines.append(f"pixel AUROC      {pct(pixel['auroc'])}")
+        lines.append(f"AU-PRO (FPR {pixel['au_pro_fpr_limit']:g}) {pct(pixel['au_pro'])}")
+    lines.append(f"false rejects    {ci(at['false_rejects'])}")
+    lines.append(f"escapes          {ci(at['escapes'])}")
+    lines.extend(f"note: {note}" for note in report["notes"])
+    return "\n".join(lines)
+
+
+__all__ = ["REPORT_NAME", "Scored", "evaluate", "evaluate_bundle", "format_summary", "write_report"]
