@@ -179,6 +179,92 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    return height, width
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edge_sdk.bench import BenchOptions, format_report, run_bench
+
+    options = BenchOptions(
+        device=args.device,
+        variants=tuple(args.variants or ()),
+        batches=args.batches,
+        rounds=args.rounds,
+        frame=args.frame,
+        threads=args.threads,
+        reference=not args.no_reference,
+    )
+    report = run_bench(args.bundle, options)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    if args.json:
+        _print_json(report)
+    else:
+        print(format_report(report))
+    return EXIT_OK
+
+
+def _read_images(folder: str | None) -> list[Any]:
+    import cv2
+
+    if not folder:
+        return []
+    images = []
+    for path in find_images([folder]):
+        image = cv2.imread(str(path), cv2.IMREAD_ANYCOLOR)
+        if image is None:
+            raise EdgeADError(f"{path}: cannot be read as an image")
+        images.append(image)
+    return images
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from edge_sdk.variants import VariantKind, add_variant
+
+    good, bad = _read_images(args.good), _read_images(args.bad)
+    chosen: list[tuple[VariantKind, bool]] = [("int8", args.int8), ("fp16", args.fp16)]
+    kinds = [k for k, on in chosen if on] or ["int8"]
+    source = args.bundle
+    reports = {}
+    for i, kind in enumerate(kinds):
+        last = i == len(kinds) - 1
+        out = args.out if last else str(Path(args.out).with_suffix(f".{kind}.tmp.bundle"))
+        path, reports[kind] = add_variant(
+            source, out, kind=kind, good=good, bad=bad, allow_flips=args.allow_flips, name=args.name
+        )
+        if source != args.bundle:
+            Path(source).unlink()
+        source = str(path)
+    if args.json:
+        _print_json(reports)
+    else:
+        for kind, rep in reports.items():
+            print(
+                f"{kind}: {rep['verdict_flips']} verdict flips on {rep['images']} images, "
+                f"largest map difference {rep['max_map_difference']:.4g}"
+                + (f", AUROC change {rep['auroc_change']:+.4f}" if "auroc_change" in rep else "")
+            )
+        print(f"wrote {args.out}")
+    return EXIT_OK
+
+
 def cmd_bundle_info(args: argparse.Namespace) -> int:
     from edge_sdk.bundle import Bundle, describe
 
@@ -302,6 +388,41 @@ def build_parser() -> argparse.ArgumentParser:
     add_cameras_parser(sub)
     add_eval_parser(sub)
     add_calibrate_parser(sub)
+
+    bb = sub.add_parser("bench", help="latency and throughput, against a PyTorch reference")
+    bb.add_argument("--bundle", required=True)
+    bb.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "tensorrt"])
+    bb.add_argument(
+        "--variant",
+        dest="variants",
+        action="append",
+        help="graph variant to measure (repeatable; default: all in the bundle)",
+    )
+    bb.add_argument("--batches", type=_ints, default=(1, 8), help="e.g. 1,8")
+    bb.add_argument("--rounds", type=int, default=20)
+    bb.add_argument("--frame", type=_size, default=(256, 256), help="camera frame WxH")
+    bb.add_argument("--threads", type=int, default=0)
+    bb.add_argument("--no-reference", action="store_true", help="skip the PyTorch reference")
+    bb.add_argument("--out", help="write the report as JSON to this file")
+    bb.add_argument("--json", action="store_true")
+    bb.set_defaults(func=cmd_bench)
+
+    op = sub.add_parser(
+        "optimize",
+        help="add int8 / fp16 graph variants behind a parity gate",
+        description="Write a new bundle with faster graph variants; each is "
+        "refused if it flips a verdict on the given images.",
+    )
+    op.add_argument("--bundle", required=True)
+    op.add_argument("--good", required=True, help="good images: int8 calibration and parity")
+    op.add_argument("--bad", help="defective images: parity and AUROC change")
+    op.add_argument("--out", required=True)
+    op.add_argument("--int8", action="store_true", help="int8 for CPUs (default)")
+    op.add_argument("--fp16", action="store_true", help="fp16 for GPUs")
+    op.add_argument("--allow-flips", action="store_true", help="write even if verdicts flip")
+    op.add_argument("--name", help="name of the new bundle")
+    op.add_argument("--json", action="store_true")
+    op.set_defaults(func=cmd_optimize)
 
     d = sub.add_parser("doctor", help="providers, GPU, GenTL producers, permissions")
     d.add_argument("--json", action="store_true")

@@ -1,0 +1,214 @@
+"""Faster graph variants (int8 for CPUs, fp16 for GPUs), each admitted only through a
+parity gate against the float32 graph.
+
+int8 is ONNX Runtime static quantization in QDQ form: uint8 activations (the VNNI path of
+x86 CPUs), per-channel int8 weights, MinMax ranges from the bundle's own good images.
+Only convolutions are quantized; the map arithmetic after them (squared differences,
+channel sums) stays float32, because ranges measured on good parts would clip exactly
+the large differences that defects produce.
+
+The gate runs both graphs on the same images and records the largest map difference,
+the verdicts that flip at the bundle's threshold and, with defective images, the change
+in image AUROC. A variant that flips any verdict is refused unless the caller overrides.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from edge_sdk.bundle import Bundle, sha256_hex, write_bundle
+from edge_sdk.engine import Engine, EngineOptions
+from edge_sdk.errors import EdgeADError, require
+from edge_sdk.manifest import GraphFile
+from edge_sdk.preprocess import to_model_input
+from edge_sdk.scoring import MapScorer
+
+log = logging.getLogger(__name__)
+
+VariantKind = Literal["int8", "fp16"]
+
+
+class ParityError(EdgeADError):
+    """A variant changed verdicts (or maps) beyond what the gate allows."""
+
+
+def _batches(
+    images: Sequence[np.ndarray], hw: tuple[int, int], resize: str, batch: int = 1
+) -> Iterator[np.ndarray]:
+    for start in range(0, len(images), batch):
+        chunk = images[start : start + batch]
+        buf = np.zeros((len(chunk), 3, *hw), np.uint8)
+        for k, image in enumerate(chunk):
+            to_model_input(image, buf[k], resize=resize)
+        yield buf
+
+
+def quantize_int8(
+    graph: bytes,
+    images: Sequence[np.ndarray],
+    *,
+    input_name: str = "image",
+    hw: tuple[int, int] = (256, 256),
+    resize: str = "area",
+) -> bytes:
+    """The int8 QDQ graph, calibrated (MinMax) on `images` (good parts)."""
+    quant: Any = require("onnxruntime.quantization", extra="train", feature="int8 quantization")
+    require("onnx", extra="train", feature="int8 quantization")
+
+    class Reader(quant.CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(_batches(images, hw, resize))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self._it, None)
+            return None if batch is None else {input_name: batch}
+
+    with tempfile.TemporaryDirectory(prefix="edge-ad-int8-") as tmp:
+        src, prep, dst = (Path(tmp) / n for n in ("fp32.onnx", "prep.onnx", "int8.onnx"))
+        src.write_bytes(graph)
+        quant.shape_inference.quant_pre_process(str(src), str(prep), skip_symbolic_shape=True)
+        quant.quantize_static(
+            str(prep),
+            str(dst),
+            Reader(),
+            quant_format=quant.QuantFormat.QDQ,
+            op_types_to_quantize=["Conv"],
+            per_channel=True,
+            activation_type=quant.QuantType.QUInt8,
+            weight_type=quant.QuantType.QInt8,
+            calibrate_method=quant.CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )
+        return dst.read_bytes()
+
+
+def convert_fp16(graph: bytes) -> bytes:
+    """The fp16 graph for GPUs, keeping the uint8 input and float32 outputs."""
+    onnx: Any = require("onnx", extra="train", feature="fp16 conversion")
+    f16: Any = require("onnxruntime.transformers.float16", extra="train", feature="fp16 conversion")
+    model = onnx.load_from_string(graph)
+    # Resize's scale/roi inputs must stay float32; keep_io_types keeps the outputs float32.
+    converted = f16.convert_float_to_float16(model, keep_io_types=True, op_block_list=["Resize"])
+    return bytes(converted.SerializeToString())
+
+
+def _auroc(good: np.ndarray, bad: np.ndarray) -> float:
+    """Mann-Whitney AUROC with ties counted half."""
+    if good.size == 0 or bad.size == 0:
+        return float("nan")
+    scores = np.concatenate([good, bad])
+    order = scores.argsort(kind="mergesort")
+    ranks = np.empty(scores.size, np.float64)
+    sorted_scores = scores[order]
+    # Average ranks over ties.
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    bad_ranks = ranks[good.size :].sum()
+    return float((bad_ranks - bad.size * (bad.size + 1) / 2) / (good.size * bad.size))
+
+
+def parity(
+    bundle: Bundle,
+    reference: Engine,
+    candidate: Engine,
+    good: Sequence[np.ndarray],
+    bad: Sequence[np.ndarray] = (),
+) -> dict[str, Any]:
+    """Compare two engines of one bundle on the same images, in the manifest's units."""
+    manifest = bundle.manifest
+    scorer = MapScorer(manifest.normalization)
+    threshold = manifest.threshold.image
+    spec = manifest.model.input
+    images = [*good, *bad]
+    ref_scores, cand_scores, max_diff = [], [], 0.0
+    for batch in _batches(images, (spec.height, spec.width), spec.resize):
+        r_st, r_ae = reference.run(batch)
+        r = scorer.combine(r_st[0, 0], r_ae[0, 0])
+        c_st, c_ae = candidate.run(batch)
+        c = scorer.combine(c_st[0, 0], c_ae[0, 0])
+        max_diff = max(max_diff, float(np.max(np.abs(r - c))))
+        ref_scores.append(scorer.score(r))
+        cand_scores.append(scorer.score(c))
+    ref, cand = np.array(ref_scores), np.array(cand_scores)
+    flips = int(np.sum((ref > threshold) != (cand > threshold)))
+    n_good = len(good)
+    report: dict[str, Any] = {
+        "images": len(images),
+        "defective_images": len(bad),
+        "max_map_difference": max_diff,
+        "max_score_difference": float(np.max(np.abs(ref - cand))) if images else 0.0,
+        "score_correlation": float(np.corrcoef(ref, cand)[0, 1]) if len(images) > 2 else None,
+        "verdict_flips": flips,
+        "threshold": threshold,
+    }
+    if len(bad):
+        ref_auc = _auroc(ref[:n_good], ref[n_good:])
+        cand_auc = _auroc(cand[:n_good], cand[n_good:])
+        report.update(auroc_fp32=ref_auc, auroc_variant=cand_auc, auroc_change=cand_auc - ref_auc)
+    return report
+
+
+def add_variant(
+    bundle_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    kind: VariantKind,
+    good: Sequence[np.ndarray],
+    bad: Sequence[np.ndarray] = (),
+    allow_flips: bool = False,
+    name: str | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Write a new bundle = the old one plus a gated variant. Returns it and the parity."""
+    if len(good) < 2:
+        raise EdgeADError(
+            f"{kind}: need good images to calibrate and check parity, got {len(good)}"
+        )
+    bundle = Bundle.open(bundle_path)
+    spec = bundle.manifest.model
+    fp32 = bundle.graph("fp32")
+    if kind == "int8":
+        graph = quantize_int8(
+            fp32,
+            good,
+            input_name=spec.input.name,
+            hw=(spec.input.height, spec.input.width),
+            resize=spec.input.resize,
+        )
+    else:
+        graph = convert_fp16(fp32)
+    cpu = EngineOptions(device="cpu")
+    reference = Engine.from_graph(fp32, spec, cpu, warmup=False)
+    candidate = Engine.from_graph(graph, spec, cpu, variant=kind, warmup=False)
+    report = parity(bundle, reference, candidate, good, bad)
+    report["checked_on"] = "CPUExecutionProvider"
+    log.info("%s parity: %s", kind, report)
+    if report["verdict_flips"] and not allow_flips:
+        raise ParityError(
+            f"{bundle.path}: the {kind} graph flips {report['verdict_flips']} of "
+            f"{report['images']} verdicts at threshold {report['threshold']:.6g} (largest "
+            f"map difference {report['max_map_difference']:.4g}); refused. Pass "
+            "allow_flips (--allow-flips) to write it anyway."
+        )
+    file = f"model.{kind}.onnx"
+    variants = dict(spec.variants)
+    variants[kind] = GraphFile(file=file, sha256=sha256_hex(graph), parity=report)
+    manifest = bundle.manifest.model_copy(
+        update={
+            "model": spec.model_copy(update={"variants": variants}),
+            "name": name or f"{bundle.manifest.name}+{kind}",
+            "parent": f"{bundle.manifest.name} (sha256 of model.onnx {spec.sha256[:16]})",
+        }
+    )
+    files = {spec.file: fp32, file: graph}
+    for other, ref in spec.variants.items():
+        if other != kind:
+            files[ref.file] = bundle.graph(other)
+    return write_bundle(out, manifest, files), report

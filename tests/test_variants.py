@@ -1,0 +1,120 @@
+"""int8 / fp16 variants behind the parity gate, the runtime's choice of variant, bench."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_sdk import Bundle, Inspector
+from edge_sdk.synthetic import defective_part, good_part
+
+pytest.importorskip("onnx")
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def images() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    rng = np.random.default_rng(11)
+    return [good_part(rng) for _ in range(6)], [defective_part(rng)[0] for _ in range(3)]
+
+
+def test_int8_variant_is_recorded_and_preferred_on_cpu(
+    s_bundle: Path, tmp_path: Path, images
+) -> None:
+    from edge_sdk.variants import add_variant
+
+    good, bad = images
+    out, report = add_variant(
+        s_bundle, tmp_path / "int8.bundle", kind="int8", good=good, bad=bad, allow_flips=True
+    )
+    for key in ("max_map_difference", "verdict_flips", "auroc_change", "images"):
+        assert key in report
+    assert report["images"] == 9 and report["defective_images"] == 3
+    bundle = Bundle.open(out)
+    assert bundle.manifest.model.variants["int8"].parity == report
+    assert bundle.graph("fp32") == Bundle.open(s_bundle).graph("fp32")
+    assert bundle.manifest.parent and "random-s" in bundle.manifest.parent
+    with Inspector.open(out, device="cpu") as inspector:
+        assert inspector.engine.variant == "int8"  # the CPU's best variant, chosen alone
+        assert np.isfinite(inspector.inspect(good[0]).score)
+
+
+def test_gate_refuses_a_variant_that_flips_a_verdict(
+    s_bundle: Path, tmp_path: Path, images
+) -> None:
+    """Put the threshold between one image's fp32 and int8 scores: the gate must refuse."""
+    import zipfile
+
+    import yaml
+
+    from edge_sdk.engine import Engine, EngineOptions
+    from edge_sdk.scoring import MapScorer
+    from edge_sdk.variants import ParityError, _batches, add_variant, quantize_int8
+
+    good, bad = images
+    bundle = Bundle.open(s_bundle)
+    spec = bundle.manifest.model
+    int8 = quantize_int8(bundle.graph(), good)  # deterministic: add_variant gets the same
+    engines = [
+        Engine.from_graph(g, spec, EngineOptions(device="cpu"), warmup=False)
+        for g in (bundle.graph(), int8)
+    ]
+    scorer = MapScorer(bundle.manifest.normalization)
+    pairs = []
+    for batch in _batches([*good, *bad], (256, 256), "area"):
+        pairs.append(
+            [scorer.score(scorer.combine(*(m[0, 0] for m in e.run(batch)))) for e in engines]
+        )
+    ref, cand = max(pairs, key=lambda p: abs(p[0] - p[1]))
+    assert ref != cand
+    edited = tmp_path / "edge.bundle"
+    with zipfile.ZipFile(s_bundle) as src, zipfile.ZipFile(edited, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name == "bundle.yaml":
+                manifest = yaml.safe_load(data)
+                manifest["threshold"]["image"] = (ref + cand) / 2
+                data = yaml.safe_dump(manifest).encode()
+            dst.writestr(name, data)
+    with pytest.raises(ParityError, match=r"flips \d+ of 9 verdicts"):
+        add_variant(edited, tmp_path / "x.bundle", kind="int8", good=good, bad=bad)
+    assert not (tmp_path / "x.bundle").exists()
+
+
+def test_fp16_variant_parity(s_bundle: Path, tmp_path: Path, images) -> None:
+    from edge_sdk.variants import add_variant
+
+    good, bad = images
+    out, report = add_variant(
+        s_bundle, tmp_path / "fp16.bundle", kind="fp16", good=good, bad=bad, allow_flips=True
+    )
+    assert report["max_map_difference"] < 0.05
+    assert Bundle.open(out).manifest.model.variants["fp16"].file == "model.fp16.onnx"
+
+
+def test_pytorch_reference_runs_the_same_weights(s_bundle: Path) -> None:
+    import onnxruntime as ort
+
+    from edge_sdk.bench import torch_reference
+
+    bundle = Bundle.open(s_bundle)
+    run = torch_reference(bundle, threads=0)
+    assert run is not None
+    x = np.random.default_rng(0).integers(0, 256, (1, 3, 256, 256), dtype=np.uint8)
+    st, ae = run(x)
+    session = ort.InferenceSession(bundle.graph(), providers=["CPUExecutionProvider"])
+    ort_st, ort_ae = session.run(["map_st", "map_ae"], {"image": x})
+    np.testing.assert_allclose(st.numpy(), ort_st, rtol=1e-4, atol=1e-5 * abs(ort_st).max())
+    np.testing.assert_allclose(ae.numpy(), ort_ae, rtol=1e-4, atol=1e-5 * abs(ort_ae).max())
+
+
+def test_bench_report(s_bundle: Path) -> None:
+    from edge_sdk.bench import BenchOptions, format_report, run_bench
+
+    report = run_bench(str(s_bundle), BenchOptions(rounds=1, batches=(1, 2)))
+    names = [r["name"] for r in report["rows"]]
+    assert names == ["fp32/batch1", "fp32/batch2", "pytorch-eager-fp32/batch1"]
+    assert all(r["speedup_vs_reference"] > 0 for r in report["rows"])
+    assert "pytorch-eager-fp32" in format_report(report)
