@@ -83,9 +83,12 @@ class LineConfig(_Strict):
     sinks: list[dict[str, Any]] = Field(default_factory=lambda: [{"type": "jsonl"}])
     health: HealthConfig = HealthConfig()
     summary_every_s: float = Field(10.0, gt=0)
+    # No frame and no acquisition tick for this long: unhealthy (PLC heartbeat stops).
+    stall_after_s: float = Field(5.0, gt=0)
 
 
 _PATH_KEYS = ("bundle", "profile")
+_SINK_PATH_KEYS = ("path", "root", "tls_ca_file")
 
 
 def _absolute(value: Any, base: Path) -> Any:
@@ -197,6 +200,9 @@ def load_config(
             source = origin.get(str(err["loc"][0]), "defaults") if err["loc"] else "?"
             lines.append(f"  {where} (from {source}): {err['msg']}")
         raise ConfigError("invalid line configuration:\n" + "\n".join(lines)) from None
+    from edge_sdk.sinks.config import parse_sink_configs
+
+    parse_sink_configs(config.sinks, source=f"sinks (from {origin.get('sinks', 'defaults')})")
     return config, origin
 
 

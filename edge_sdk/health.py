@@ -90,14 +90,15 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:
         "Per-stage latency over recent frames (ms).",
         [({"stage": s, "quantile": q}, v[q]) for s, v in lat.items() for q in ("p50", "p99")],
     )
-    sink_samples = []
-    for name, health in snapshot["sinks"].items():
-        if isinstance(health, dict):
-            for key in ("delivered", "failed", "dropped", "dropped_rejects"):
-                if key in health:
-                    sink_samples.append(({"sink": name, "counter": key}, float(health[key])))
-    metric("sink_events_total", "counter", "Sink deliveries, failures and drops.", sink_samples)
     return "\n".join(lines) + "\n"
+
+
+def metrics_text(pipeline: Pipeline) -> str:
+    """The pipeline's metrics and every sink runner's (edge_sdk.sinks.metrics)."""
+    from edge_sdk.sinks.metrics import prometheus_text as sink_text
+
+    healths = [h() for h in (getattr(s, "health", None) for s in pipeline.sinks) if h]
+    return prometheus_text(pipeline.snapshot()) + sink_text(healths)
 
 
 class HealthServer:
@@ -170,7 +171,7 @@ class HealthServer:
                 path = self.path.split("?")[0]
                 try:
                     if path == "/metrics":
-                        body = prometheus_text(server.pipeline.snapshot()).encode()
+                        body = metrics_text(server.pipeline).encode()
                         self._send(200, "text/plain; version=0.0.4", body)
                     elif path == "/status":
                         body = json.dumps(server.status(), default=str).encode()

@@ -60,11 +60,10 @@ def build_source(config: LineConfig) -> FrameSource:
 
 def build_sinks(config: LineConfig) -> list[ResultSink]:
     """One runner (own thread and queue) per configured sink."""
-    if not config.sinks:
-        return []
-    from edge_sdk.sinks.config import build_runners
+    from edge_sdk.sinks.config import parse_sink_configs
+    from edge_sdk.sinks.factory import build_runner
 
-    return list(build_runners(config.sinks, camera_id=config.camera))
+    return [build_runner(sink, camera=config.camera) for sink in parse_sink_configs(config.sinks)]
 
 
 @dataclass(frozen=True)
@@ -149,8 +148,13 @@ def _supervise(
         stop.wait(tick)
         now = time.monotonic()
         # Ping only while the pipeline moves: a hung camera or model must not be hidden.
-        if watchdog and now - pipeline.last_progress < watchdog:
+        moving = now - pipeline.last_progress < (watchdog or config.stall_after_s)
+        if watchdog and moving:
             notifier.watchdog()
+        for sink in pipeline.sinks:  # the PLC heartbeat stops with us
+            report = getattr(sink, "set_service_health", None)
+            if report is not None:
+                report(moving, None if moving else {"reason": "inspection stalled"})
         if now >= next_summary:
             snapshot = pipeline.snapshot()
             notifier.status(status_line(snapshot))

@@ -17,11 +17,14 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_precedence_cli_over_env_over_file_over_defaults(tmp_path: Path) -> None:
-    line = write(tmp_path / "etc" / "line.yaml",
-                 "bundle: screw.bundle\ndeadline_ms: 300\nmode: free_run\nhealth: {port: 9000}\n")
+    line = write(
+        tmp_path / "etc" / "line.yaml",
+        "bundle: screw.bundle\ndeadline_ms: 300\nmode: free_run\nhealth: {port: 9000}\n",
+    )
     env = {"EDGE_AD_DEADLINE_MS": "400", "EDGE_AD_HEALTH__HOST": "0.0.0.0"}
-    config, origin = load_config(line, overrides={"deadline_ms": 500.0, "camera": None},
-                                 environ=env)
+    config, origin = load_config(
+        line, overrides={"deadline_ms": 500.0, "camera": None}, environ=env
+    )
     assert config.deadline_ms == 500.0 and origin["deadline_ms"] == "command line"
     assert config.mode == "free_run" and origin["mode"] == str(line)
     # Nested keys merge: the port from the file, the host from the environment.
@@ -31,11 +34,14 @@ def test_precedence_cli_over_env_over_file_over_defaults(tmp_path: Path) -> None
     assert env_only.deadline_ms == 400.0
 
 
-def test_paths_in_the_file_are_relative_to_the_file(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    line = write(tmp_path / "etc" / "line.yaml",
-                 "bundle: models/screw.bundle\nprofile: ../calibration/cam.yaml\n"
-                 "sinks: [{type: jsonl, path: out/results.jsonl}]\n")
+def test_paths_in_the_file_are_relative_to_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    line = write(
+        tmp_path / "etc" / "line.yaml",
+        "bundle: models/screw.bundle\nprofile: ../calibration/cam.yaml\n"
+        "sinks: [{type: jsonl, path: out/results.jsonl}]\n",
+    )
     monkeypatch.chdir("/")
     config, _ = load_config(line, environ={})
     assert config.bundle == tmp_path / "etc" / "models" / "screw.bundle"

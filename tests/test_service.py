@@ -59,10 +59,18 @@ def images(folder: Path, n: int) -> Path:
 def test_notify_protocol_on_a_real_socket(notify_socket, tmp_path: Path) -> None:
     path, messages = notify_socket
     bundle = write_tiny_bundle(tmp_path / "t.bundle", brightness_graph())
-    config, _ = load_config(None, environ={}, overrides={
-        "bundle": str(bundle), "source": "folder", "sinks": [],
-        "folder": {"path": str(images(tmp_path / "in", 4)), "rate_hz": 20, "loop": True},
-        "health": {"enabled": False}, "summary_every_s": 0.2})
+    config, _ = load_config(
+        None,
+        environ={},
+        overrides={
+            "bundle": str(bundle),
+            "source": "folder",
+            "sinks": [],
+            "folder": {"path": str(images(tmp_path / "in", 4)), "rate_hz": 20, "loop": True},
+            "health": {"enabled": False},
+            "summary_every_s": 0.2,
+        },
+    )
     notifier = Notifier({"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "600000"})
     assert notifier.watchdog_interval_s == 0.6
     summary = run_line(config, stop=threading.Event(), notifier=notifier, duration_s=1.5)
@@ -85,8 +93,9 @@ def test_no_watchdog_ping_when_nothing_flows(notify_socket, tmp_path: Path) -> N
     from edge_sdk.service import _supervise
     from edge_sdk.sources.files import FolderSource
 
-    inspector = Inspector.open(write_tiny_bundle(tmp_path / "t.bundle", brightness_graph()),
-                               device="cpu")
+    inspector = Inspector.open(
+        write_tiny_bundle(tmp_path / "t.bundle", brightness_graph()), device="cpu"
+    )
     pipeline = Pipeline(FolderSource(images(tmp_path / "in", 1)), inspector, [])
     pipeline._last_progress = time.monotonic() - 60  # as if both threads hung a minute ago
     config, _ = load_config(None, environ={}, overrides={"bundle": "x"})
@@ -114,8 +123,9 @@ def test_health_endpoint(tmp_path: Path) -> None:
     from edge_sdk.pipeline import Pipeline
     from edge_sdk.sources.files import FolderSource
 
-    inspector = Inspector.open(write_tiny_bundle(tmp_path / "t.bundle", brightness_graph()),
-                               device="cpu")
+    inspector = Inspector.open(
+        write_tiny_bundle(tmp_path / "t.bundle", brightness_graph()), device="cpu"
+    )
     source = FolderSource(images(tmp_path / "in", 6), rate_hz=50, loop=True)
     with Pipeline(source, inspector, []) as pipeline:
         server = HealthServer(pipeline, port=0)

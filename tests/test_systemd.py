@@ -27,15 +27,23 @@ def instance(tmp_path: Path) -> Path:
 
 
 def test_unit_verifies(tmp_path: Path) -> None:
-    proc = subprocess.run([str(analyze), "verify", str(instance(tmp_path))],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(analyze), "verify", str(instance(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "edge-ad" not in proc.stderr, proc.stderr  # no warnings about our unit
 
 
 def test_unit_is_hardened(tmp_path: Path) -> None:
-    proc = subprocess.run([str(analyze), "security", "--offline=yes", str(instance(tmp_path))],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(analyze), "security", "--offline=yes", str(instance(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", proc.stdout)
     assert match, proc.stdout + proc.stderr
     assert float(match.group(1)) <= 2.0, proc.stdout  # systemd calls <= 2.0 "OK"

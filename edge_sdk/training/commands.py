@@ -1,0 +1,209 @@
+"""``edge-ad train``: the command line over :func:`edge_sdk.training.train.train`.
+
+The CLI wires it in with ``add_train_parser(subparsers)``; ``cmd_train(args)`` returns the
+exit code (0 done, 2 usage, 4 failure, 130 interrupted with a checkpoint to resume from).
+torch is imported only when the command runs, so ``edge-ad --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from edge_sdk.errors import EdgeADError
+
+if TYPE_CHECKING:
+    from edge_sdk.training.train import Progress
+
+EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 4, 130
+MODELS = {"s": "efficientad-s", "m": "efficientad-m"}
+# Without a terminal (a log file, CI) a line per this many seconds, and per phase change.
+LINE_INTERVAL_S = 30.0
+
+
+def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``train`` to the ``edge-ad`` subcommands; returns its parser."""
+    p = subparsers.add_parser(
+        "train",
+        help="train an EfficientAD bundle on good images",
+        description=(
+            "Train EfficientAD on good images (DATA/train/good/ of an MVTec-style set, or "
+            "every image under DATA) and write a calibrated bundle. A part of the good "
+            "images is held out to set the map normalisation and the threshold."
+        ),
+    )
+    p.add_argument("data", metavar="DATA", help="MVTec-style set or folder of good images")
+    p.add_argument("--out", required=True, metavar="BUNDLE", help="the *.bundle to write")
+    p.add_argument("--model", choices=sorted(MODELS), default="s", help="EfficientAD-S or -M")
+    p.add_argument(
+        "--teacher",
+        metavar="FILE|random",
+        help="teacher weights (e.g. teacher_small.pth); 'random' for a weak random "
+        "teacher (baselines); default: the project's teacher in models/",
+    )
+    p.add_argument("--steps", type=int, default=70_000, help="training steps (paper: 70000)")
+    p.add_argument("--penalty", metavar="DIR", help="generic photos for the penalty term")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bfloat16 autocast on the CPU (several times faster on CPUs with AMX or "
+        "AVX512-BF16); CUDA always uses mixed precision",
+    )
+    p.add_argument("--batch-size", type=int, default=1, help="images per step (paper: 1)")
+    p.add_argument("--checkpoint-dir", metavar="DIR", help="default: BUNDLE.ckpt next to --out")
+    p.add_argument("--checkpoint-every", type=int, default=1000, metavar="STEPS")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        metavar="F",
+        help="share of the good images held out for quantiles and threshold",
+    )
+    p.add_argument(
+        "--target-frr",
+        type=float,
+        default=0.01,
+        metavar="F",
+        help="false-reject rate on held-out good images that sets the threshold",
+    )
+    p.add_argument("--name", help="bundle name (default: the file name)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    p.set_defaults(func=cmd_train)
+    return p
+
+
+def _usage_error(args: argparse.Namespace) -> str | None:
+    if args.steps < 1 or args.batch_size < 1 or args.checkpoint_every < 1:
+        return "--steps, --batch-size and --checkpoint-every must be at least 1"
+    if not 0.0 < args.val_fraction < 1.0:
+        return f"--val-fraction must be between 0 and 1, got {args.val_fraction}"
+    if not 0.0 < args.target_frr < 1.0:
+        return f"--target-frr must be between 0 and 1, got {args.target_frr}"
+    return None
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s"
+
+
+class ProgressPrinter:
+    """Renders :class:`Progress` on a stream: one updating line on a terminal, a line every
+    :data:`LINE_INTERVAL_S` seconds (and on each phase change) otherwise.
+    """
+
+    def __init__(self, stream: TextIO, *, tty: bool | None = None) -> None:
+        self.stream = stream
+        self.tty = stream.isatty() if tty is None else tty
+        self._last = 0.0
+        self._phase = ""
+        self._width = 0
+
+    def format(self, p: Progress) -> str:
+        if p.phase == "statistics":
+            return f"teacher statistics  {p.step}/{p.total} images"
+        if p.phase == "export":
+            return "exporting and calibrating" if p.step < p.total else "exported"
+        terms = " ".join(f"{k} {v:.4f}" for k, v in p.losses.items() if k != "total")
+        return (
+            f"train {p.step}/{p.total} {100 * p.step / p.total:5.1f}%  "
+            f"loss {p.losses.get('total', float('nan')):.4f} ({terms})  "
+            f"{p.steps_per_s:.2f} steps/s  elapsed {_duration(p.elapsed_s)}  "
+            f"left {_duration(p.eta_s)}"
+        )
+
+    def __call__(self, p: Progress) -> None:
+        now = time.monotonic()
+        changed = p.phase != self._phase
+        done = p.step >= p.total
+        if self.tty:
+            if changed and self._phase:
+                self.stream.write("\n")
+                self._width = 0
+            if changed or done or now - self._last >= 0.25:
+                line = self.format(p)
+                self.stream.write("\r" + line.ljust(self._width))
+                self._width = len(line)
+                self._last = now
+        elif changed or done or now - self._last >= LINE_INTERVAL_S:
+            self.stream.write(self.format(p) + "\n")
+            self._last = now
+        self._phase = p.phase
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self._phase:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._phase = ""
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Run ``edge-ad train``; progress on stderr, the result on stdout."""
+    problem = _usage_error(args)
+    if problem is not None:
+        print(f"edge-ad train: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        from edge_sdk.training.train import TrainConfig, TrainingInterrupted, train
+    except ImportError as exc:
+        print(
+            f"edge-ad train: error: training needs PyTorch and onnx ({exc}): "
+            f"pip install 'edge-ad[train]'",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    config = TrainConfig(
+        data=Path(args.data),
+        out=Path(args.out),
+        architecture=MODELS[args.model],
+        teacher=args.teacher,
+        steps=args.steps,
+        penalty=Path(args.penalty) if args.penalty else None,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+        bf16=args.bf16,
+        val_fraction=args.val_fraction,
+        target_frr=args.target_frr,
+        name=args.name,
+        checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
+    printer = ProgressPrinter(sys.stderr)
+    try:
+        result = train(config, progress=printer)
+    except TrainingInterrupted as exc:
+        printer.close()
+        where = (
+            f"checkpoint of step {exc.step} in {exc.checkpoint}; run the same command with "
+            f"--resume to continue"
+            if exc.checkpoint is not None
+            else "no checkpoint was written"
+        )
+        print(f"edge-ad train: interrupted: {where}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except EdgeADError as exc:
+        printer.close()
+        print(f"edge-ad train: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    printer.close()
+    record = result.record
+    losses = ", ".join(f"{k} {v:.4f}" for k, v in record["losses"].items())
+    print(
+        f"wrote {result.bundle}: {record['recipe']['architecture']}, {record['steps']} steps "
+        f"on {record['device']} in {_duration(record['wall_time_s'])}; final losses {losses}"
+    )
+    return EXIT_OK

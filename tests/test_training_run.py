@@ -1,0 +1,207 @@
+"""Real EfficientAD-S training runs at 256x256 on generated parts: checkpoints and resume,
+and a short run through ``edge-ad train`` whose bundle the runtime loads and runs.
+
+bfloat16 where the CPU runs it natively (as a user would train here), float32 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch", reason="the training extra is not installed")
+
+import cv2
+import numpy as np
+import torch
+from conftest import good_images
+
+from edge_sdk.errors import ConfigError
+from edge_sdk.training import networks as nets
+from edge_sdk.training import train as train_module
+from edge_sdk.training.checkpoint import checkpoint_path
+from edge_sdk.training.commands import ProgressPrinter, add_train_parser
+from edge_sdk.training.train import (
+    Progress,
+    TrainConfig,
+    TrainingInterrupted,
+    cpu_has_fast_bf16,
+    fit,
+    resolve_teacher,
+)
+
+BF16 = cpu_has_fast_bf16()
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight generated good parts, one of them not square, one in colour."""
+    folder = tmp_path_factory.mktemp("parts")
+    images = good_images(7, seed=1)
+    images.append(good_images(1, seed=2, size=(200, 320))[0])
+    images[3] = cv2.cvtColor(images[3], cv2.COLOR_GRAY2BGR)
+    for i, image in enumerate(images):
+        cv2.imwrite(str(folder / f"part-{i}.png"), image)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Stand-ins for generic photos: smooth colour noise, 288x384."""
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        noise = rng.uniform(0, 255, size=(36, 48, 3)).astype(np.uint8)
+        cv2.imwrite(str(folder / f"photo-{i}.jpg"), cv2.resize(noise, (384, 288)))
+    return folder
+
+
+def _config(parts: Path, tmp: Path, **changes: object) -> TrainConfig:
+    options: dict[str, object] = {
+        "data": parts,
+        "out": tmp / "model.bundle",
+        "teacher": "random",
+        "steps": 3,
+        "bf16": BF16,
+        "device": "cpu",
+        "checkpoint_dir": tmp / "ckpt",
+    }
+    options.update(changes)
+    return TrainConfig(**options)  # type: ignore[arg-type]
+
+
+def _stop_after(step: int) -> object:
+    def callback(p: Progress) -> None:
+        if p.phase == "training" and p.step == step:
+            raise KeyboardInterrupt
+
+    return callback
+
+
+def test_resume_after_ctrl_c_equals_an_uninterrupted_run(
+    parts: Path, photos: Path, tmp_path: Path
+) -> None:
+    torch.manual_seed(7)
+    teacher_file = tmp_path / "teacher.pth"
+    torch.save(nets.teacher("efficientad-s").state_dict(), teacher_file)
+    common = {"teacher": teacher_file, "penalty": photos}
+    full = fit(_config(parts, tmp_path, checkpoint_dir=tmp_path / "a", **common))
+
+    interrupted = _config(parts, tmp_path, checkpoint_dir=tmp_path / "b", **common)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        fit(interrupted, progress=_stop_after(1))  # type: ignore[arg-type]
+    assert stopped.value.step == 1
+    assert stopped.value.checkpoint == checkpoint_path(tmp_path / "b")
+    with pytest.raises(ConfigError, match="--resume"):
+        fit(interrupted)
+    with pytest.raises(ConfigError, match="different training run.*seed"):
+        fit(_config(parts, tmp_path, checkpoint_dir=tmp_path / "b", seed=1, resume=True, **common))
+
+    resumed = fit(_config(parts, tmp_path, checkpoint_dir=tmp_path / "b", resume=True, **common))
+    assert resumed.steps == full.steps == 3
+    for name in ("student", "autoencoder"):
+        a, b = getattr(full, name).state_dict(), getattr(resumed, name).state_dict()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{name}.{key}"
+    torch.testing.assert_close(full.teacher_mean, resumed.teacher_mean, rtol=0, atol=0)
+    assert full.losses == resumed.losses and "penalty" in full.losses
+    saved_a = torch.load(checkpoint_path(tmp_path / "a"), weights_only=True)
+    saved_b = torch.load(checkpoint_path(tmp_path / "b"), weights_only=True)
+    assert saved_a["scheduler"] == saved_b["scheduler"]
+    for key, state in saved_a["optimizer"]["state"].items():
+        assert torch.equal(state["exp_avg_sq"], saved_b["optimizer"]["state"][key]["exp_avg_sq"])
+    assert full.teacher_source.sha256 is not None
+
+
+def test_short_run_through_the_cli_gives_a_bundle_the_runtime_runs(
+    parts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge_sdk import Inspector
+    from edge_sdk.bundle import Bundle
+    from edge_sdk.records import Verdict
+    from edge_sdk.synthetic import defective_part
+
+    parser = argparse.ArgumentParser(prog="edge-ad")
+    add_train_parser(parser.add_subparsers(dest="command"))
+    out = tmp_path / "parts.bundle"
+    argv = ["train", str(parts), "--out", str(out), "--teacher", "random", "--steps", "20"]
+    args = parser.parse_args(argv + ["--seed", "3", "--device", "cpu"] + (["--bf16"] * BF16))
+    assert args.func(args) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+
+    manifest = Bundle.open(out).manifest
+    record = manifest.training
+    assert record["steps"] == 20 and record["seed"] == 3
+    assert record["teacher"]["source"] == "random"
+    assert record["images"] == {"train": 4, "validation": 4}
+    assert set(record["losses"]) == {"total", "hard", "ae", "stae"}
+    assert manifest.calibration["images"] == 4
+    rng = np.random.default_rng(5)
+    with Inspector.open(out, device="cpu") as inspector:
+        tall = good_images(1, seed=9, size=(300, 180))[0]
+        results = inspector.inspect_batch([tall, defective_part(rng)[0]])
+    assert all(r.verdict in (Verdict.OK, Verdict.NOK) for r in results)
+    assert results[0].anomaly_map is not None
+
+    # Bundles are immutable: a second run to the same file is refused before training.
+    assert args.func(args) == 4
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_cli_usage_and_data_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="edge-ad")
+    add_train_parser(parser.add_subparsers(dest="command"))
+    base = ["train", str(tmp_path / "missing"), "--out", str(tmp_path / "x.bundle")]
+    for extra in (["--steps", "0"], ["--val-fraction", "1.5"], ["--target-frr", "0"]):
+        args = parser.parse_args(base + extra)
+        assert args.func(args) == 2
+    args = parser.parse_args(base + ["--teacher", "random"])
+    assert args.func(args) == 4
+    assert f"{tmp_path / 'missing'}: no such folder" in capsys.readouterr().err
+    args = parser.parse_args(base + ["--teacher", str(tmp_path / "t.pth")])
+    assert args.func(args) == 4
+    assert "t.pth: no such file" in capsys.readouterr().err
+
+
+def test_default_teacher_is_resolved_from_the_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for path in train_module.DEFAULT_TEACHER.values():
+        assert path.is_absolute() and path.parent.name == "models"
+    monkeypatch.setitem(train_module.DEFAULT_TEACHER, "efficientad-s", tmp_path / "none.pth")
+    with pytest.raises(ConfigError, match="pass --teacher FILE"):
+        resolve_teacher(None, "efficientad-s")
+    weights = tmp_path / "t.pth"
+    torch.save(nets.teacher("efficientad-s").state_dict(), weights)
+    monkeypatch.setitem(train_module.DEFAULT_TEACHER, "efficientad-s", weights)
+    assert resolve_teacher(None, "efficientad-s").path == weights
+    assert resolve_teacher("random", "efficientad-s").path is None
+
+
+def test_progress_printer_lines_and_terminal() -> None:
+    losses = {"total": 1.5, "hard": 1.0, "ae": 0.4, "stae": 0.1}
+    events = [
+        Progress("statistics", 0, 8),
+        Progress("statistics", 8, 8),
+        Progress("training", 1, 100, losses, 2.0, 49.5, 0.5),
+        Progress("training", 2, 100, losses, 2.0, 49.0, 1.0),
+        Progress("training", 100, 100, losses, 2.0, 0.0, 50.0),
+    ]
+    plain = io.StringIO()
+    printer = ProgressPrinter(plain, tty=False)
+    for event in events:
+        printer(event)
+    lines = plain.getvalue().splitlines()
+    # Phase changes and the end of a phase; step 2 falls inside the 30 s interval.
+    assert len(lines) == 4
+    assert lines[2].startswith("train 1/100") and "hard 1.0000" in lines[2]
+    assert "left 0m49s" in lines[2]
+    term = io.StringIO()
+    printer = ProgressPrinter(term, tty=True)
+    for event in events:
+        printer(event)
+    printer.close()
+    assert term.getvalue().count("\n") == 2 and "\r" in term.getvalue()
