@@ -4,8 +4,8 @@ Interleaves, image by image, (a) a bare `session.run` of the graph on an already
 uint8 batch and (b) `Inspector.inspect` on a camera-sized image (preprocessing, graph,
 normalisation, decision), so machine noise hits both alike. Both use the same ONNX Runtime
 session (the engine's settings: no thread spinning, see edge_sdk/engine.py): a second
-session in the process would change the result by competing for the cores. Prints medians, p99 and the ratio; writes the figures to
-benchmarks/results/inspector_overhead.json.
+session in the process would change the result by competing for the cores. Prints
+medians, p99 and the ratio; writes the figures to benchmarks/results/.
 
     python benchmarks/inspector_overhead.py                 # random-weight EfficientAD-S
     python benchmarks/inspector_overhead.py --bundle B --frame 2448x2048 --rounds 60
