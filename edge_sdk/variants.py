@@ -3,7 +3,7 @@ parity gate against the float32 graph.
 
 int8 is ONNX Runtime static quantization in QDQ form: uint8 activations (the VNNI path of
 x86 CPUs), per-channel int8 weights, MinMax ranges from the bundle's own good images.
-Only convolutions are quantized; the map arithmetic after them (squared differences,
+Only convolutions (with their ReLUs) are quantized; the map arithmetic after them (squared differences,
 channel sums) stays float32, because ranges measured on good parts would clip exactly
 the large differences that defects produce.
 
@@ -79,7 +79,10 @@ def quantize_int8(
             str(dst),
             Reader(),
             quant_format=quant.QuantFormat.QDQ,
-            op_types_to_quantize=["Conv"],
+            # Relu with its Conv: the quantizer folds it into the Conv's output range, and
+            # ONNX Runtime runs the pair as one QLinearConv (measured: 232 ms vs 327 ms for
+            # EfficientAD-S with Relu left in float, same run, 2 cores).
+            op_types_to_quantize=["Conv", "Relu"],
             per_channel=True,
             activation_type=quant.QuantType.QUInt8,
             weight_type=quant.QuantType.QInt8,

@@ -1,0 +1,99 @@
+"""What this machine can do at best, measured in the same run as the model: the
+throughput of ONNX Runtime on one large, kernel-friendly convolution (fp32, and int8 in
+the QDQ form the int8 variant uses). A model's floor is its multiply-accumulates at that
+rate; `edge-ad bench` reports how far the real graph is from it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+from edge_sdk.errors import require
+
+# 256 -> 256 channels, 3x3, on 64x64: 2.4 GMAC, big enough to reach the kernels' peak.
+_C, _K, _HW = 256, 3, 64
+
+
+def conv_macs(graph: bytes) -> int:
+    """Multiply-accumulates of every convolution for one image (batch 1)."""
+    onnx: Any = require("onnx", extra="train", feature="counting a graph's operations")
+    model = onnx.load_from_string(graph)
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].dim_value:
+            dims[0].dim_value = 1
+    model = onnx.shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*model.graph.value_info, *model.graph.output]}
+    weights = {i.name: list(i.dims) for i in model.graph.initializer}
+    total = 0
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        out = shapes.get(node.output[0])
+        weight = weights.get(node.input[1])
+        if not out or not weight or 0 in out:
+            continue
+        total += int(np.prod(out)) * int(np.prod(weight[1:]))
+    return total
+
+
+def _conv_graph(int8: bool) -> bytes:
+    onnx: Any = require("onnx", extra="train", feature="measuring the machine's peak")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.05, (_C, _C, _K, _K)).astype(np.float32)
+    nodes, inits = [], []
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, _C, _HW, _HW])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    if int8:
+        scale_w = (np.abs(w).reshape(_C, -1).max(axis=1) / 127).astype(np.float32)
+        q_w = np.round(w / scale_w[:, None, None, None]).astype(np.int8)
+        inits += [numpy_helper.from_array(q_w, "w_q"),
+                  numpy_helper.from_array(scale_w, "w_s"),
+                  numpy_helper.from_array(np.zeros(_C, np.int8), "w_z"),
+                  numpy_helper.from_array(np.array(0.02, np.float32), "a_s"),
+                  numpy_helper.from_array(np.array(128, np.uint8), "a_z")]
+        nodes += [
+            helper.make_node("QuantizeLinear", ["x", "a_s", "a_z"], ["xq"]),
+            helper.make_node("DequantizeLinear", ["xq", "a_s", "a_z"], ["xd"]),
+            helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w"], axis=0),
+            # Conv straight into Q: the pattern ONNX Runtime fuses into QLinearConv (the
+            # quantizer folds a following Relu into the output range the same way).
+            helper.make_node("Conv", ["xd", "w"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("QuantizeLinear", ["c", "a_s", "a_z"], ["rq"]),
+            helper.make_node("DequantizeLinear", ["rq", "a_s", "a_z"], ["y"]),
+        ]
+    else:
+        inits.append(numpy_helper.from_array(w, "w"))
+        nodes += [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", ["c"], ["y"])]
+    graph = helper.make_graph(nodes, "peak", [x], [y], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+def measure_peak(*, int8: bool, threads: int = 0, rounds: int = 15) -> dict[str, float]:
+    """Median GOP/s (2 operations per multiply-accumulate) of the reference convolution."""
+    ort: Any = require("onnxruntime", extra="gpu", feature="measuring the machine's peak")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(_conv_graph(int8), so, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).random((1, _C, _HW, _HW), dtype=np.float32)
+    for _ in range(3):
+        session.run(None, {"x": x})
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        session.run(None, {"x": x})
+        times.append(time.perf_counter() - t0)
+    macs = _HW * _HW * _C * _C * _K * _K
+    best = statistics.median(times)
+    return {"gops": 2 * macs / best / 1e9, "median_ms": best * 1e3, "gmac": macs / 1e9}
