@@ -146,6 +146,12 @@ def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
                 s: statistics.median(v) for s, v in stage_log[key].items()
             }
         rows.append(row)
+    floors = _floors(bundle, options) if options.device in ("cpu", "auto") else {}
+    for row in rows:
+        variant = row["name"].split("/")[0]
+        if variant in floors:
+            row["floor_ms"] = floors[variant]["floor_ms"]
+            row["x_floor"] = row["per_image_ms"] / floors[variant]["floor_ms"]
     ref_row = next((r for r in rows if r["name"].startswith("pytorch")), None)
     if ref_row is not None:
         for row in rows:
@@ -159,8 +165,31 @@ def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
         "rounds": options.rounds,
         "threads": options.threads,
         "machine": platform.processor() or platform.machine(),
+        "peaks": floors,
         "rows": rows,
     }
+
+
+def _floors(bundle: Bundle, options: BenchOptions) -> dict[str, dict[str, float]]:
+    """Per numeric kind, the model's convolutions at this machine's measured peak."""
+    try:
+        from edge_sdk.peak import conv_macs, measure_peak
+
+        macs = conv_macs(bundle.graph("fp32"))
+    except ImportError as exc:
+        log.warning("no floor estimate (%s)", exc)
+        return {}
+    out = {}
+    for variant, int8 in (("fp32", False), ("fp16", False), ("int8", True)):
+        if variant not in bundle.variants():
+            continue
+        peak = max(measure_peak(int8=int8, threads=options.threads)["gops"] for _ in range(2))
+        out[variant] = {
+            "peak_gops": peak,
+            "gmac": macs / 1e9,
+            "floor_ms": 2 * macs / (peak * 1e9) * 1e3,
+        }
+    return out
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -168,15 +197,21 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['architecture']} on {report['provider']}, frame {report['frame']}, "
         f"{report['rounds']} interleaved rounds",
         f"{'graph / batch':<26}{'p50 ms':>9}{'p99 ms':>9}{'ms/img':>9}{'img/s':>8}"
-        f"{'pre':>7}{'infer':>8}{'decide':>7}{'x ref':>7}",
+        f"{'pre':>7}{'infer':>8}{'decide':>7}{'x ref':>7}{'x floor':>8}",
     ]
     for row in report["rows"]:
         st = row.get("stages_per_image_ms", {})
         stage = f"{st['preprocess']:7.2f}{st['infer']:8.1f}{st['decide']:7.2f}" if st else " " * 22
         speed = f"{row['speedup_vs_reference']:7.2f}" if "speedup_vs_reference" in row else ""
+        speed += f"{row['x_floor']:8.2f}" if "x_floor" in row else ""
         lines.append(
             f"{row['name']:<26}{row['batch_ms']['p50']:9.1f}"
             f"{row['batch_ms']['p99']:9.1f}{row['per_image_ms']:9.1f}"
             f"{row['images_per_s']:8.2f}{stage}{speed}"
+        )
+    for variant, peak in report.get("peaks", {}).items():
+        lines.append(
+            f"floor {variant}: {peak['gmac']:.1f} GMAC at the measured peak of "
+            f"{peak['peak_gops']:.0f} GOP/s = {peak['floor_ms']:.1f} ms per image"
         )
     return "\n".join(lines)
