@@ -152,6 +152,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides["folder"] = {"path": args.folder, "rate_hz": args.rate_hz, "loop": args.loop}
     if args.health_port is not None:
         overrides["health"] = {"port": args.health_port}
+    on_started = None
+    if args.demo:
+        from edge_sdk import demo
+
+        out_dir = Path(args.out or "edge-ad-demo").expanduser().absolute()
+        print(
+            "demo: building the demo bundle (first run only, a few minutes on a CPU) ...",
+            file=sys.stderr,
+        )
+        bundle = demo.demo_bundle(progress=_progress_printer())
+        overrides = {
+            **demo.demo_overrides(out_dir, bundle),
+            **{k: v for k, v in overrides.items() if v is not None},
+        }
+        args.duration_s = args.duration_s or 30.0
+        injectors: list[Any] = []
+
+        def on_started(pipeline: Any) -> Any:
+            injector = demo.DefectInjector(pipeline.source)
+            injector.start()
+            injectors.append(injector)
+            return injector.stop
+
+        print(
+            f"demo: running the simulated camera for {args.duration_s:g} s; every 3 s "
+            f"the square grows (a defective part); results and overlays go to {out_dir}",
+            file=sys.stderr,
+        )
     config, _ = load_config(args.config, overrides=overrides)
     stop = threading.Event()
 
@@ -171,6 +199,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"edge-ad run: {status_line(snap)} in {summary.wall_s:.1f} s "
             f"({snap['deadline_misses']} deadline misses, {snap['source']['lost']} lost, "
             f"{snap['source']['reconnects']} reconnects)",
+            file=sys.stderr,
+        )
+    if args.demo:
+        lat = snap["latency_ms"]
+        print(
+            f"demo: {injectors[0].injected if injectors else 0} defective parts made; "
+            f"latency p50 infer {lat.get('infer', {}).get('p50', 0):.1f} ms, "
+            f"acquired-to-verdict {lat.get('total', {}).get('p50', 0):.1f} ms; look at "
+            f"{config.sinks[1]['root']} (overlays) and {config.sinks[0]['path']}",
             file=sys.stderr,
         )
     if summary.failed:
@@ -263,6 +300,26 @@ def cmd_optimize(args: argparse.Namespace) -> int:
             )
         print(f"wrote {args.out}")
     return EXIT_OK
+
+
+def _progress_printer() -> Any:
+    """Training progress on one updating line (a TTY) or a line every 10 % (a log)."""
+    last = [-1]
+
+    def show(p: Any) -> None:
+        if not p.total:
+            return
+        eta = f", {p.eta_s:.0f} s left" if p.eta_s is not None else ""
+        text = f"  {p.phase} {p.step}/{p.total}{eta}"
+        if sys.stderr.isatty():
+            print("\r" + text, end="", file=sys.stderr, flush=True)
+            if p.step == p.total:
+                print(file=sys.stderr)
+        elif p.step * 10 // p.total != last[0]:
+            last[0] = p.step * 10 // p.total
+            print(text, file=sys.stderr)
+
+    return show
 
 
 def cmd_bundle_info(args: argparse.Namespace) -> int:
@@ -380,6 +437,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--duration-s", type=float, help="stop after this many seconds")
     r.add_argument("--max-frames", type=int, help="stop after this many results")
     r.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    r.add_argument(
+        "--demo",
+        action="store_true",
+        help="built-in defaults: simulated camera, demo bundle (built on first "
+        "run), made-up defects; needs the train and camera extras",
+    )
+    r.add_argument(
+        "--out", help="with --demo: folder for results and overlays (default ./edge-ad-demo)"
+    )
     r.set_defaults(func=cmd_run)
 
     from edge_sdk.evaluation.commands import add_calibrate_parser, add_eval_parser

@@ -43,7 +43,7 @@ def conv_macs(graph: bytes) -> int:
 
 
 def _conv_graph(int8: bool) -> bytes:
-    onnx: Any = require("onnx", extra="train", feature="measuring the machine's peak")
+    require("onnx", extra="train", feature="measuring the machine's peak")
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)

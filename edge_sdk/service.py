@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,9 +89,13 @@ def run_line(
     notifier: Notifier | None = None,
     duration_s: float | None = None,
     max_frames: int | None = None,
+    on_started: Callable[[Pipeline], Callable[[], None]] | None = None,
 ) -> RunSummary:
     """Run the line until `stop` is set, the source ends, `duration_s` passes or
-    `max_frames` results were given. Always drains and closes everything."""
+    `max_frames` results were given. Always drains and closes everything.
+
+    `on_started(pipeline)` runs once frames flow and returns what to call before stopping
+    (the demo uses it to make defective parts on the simulated camera)."""
     notifier = notifier or Notifier()
     log.info("line configuration:\n%s", describe(config))
     inspector = Inspector.open(
@@ -112,6 +117,7 @@ def run_line(
     )
     pipeline = Pipeline(source, inspector, sinks, options)
     health = None
+    before_stop: Callable[[], None] | None = None
     started = time.monotonic()
     try:
         pipeline.start()
@@ -121,9 +127,13 @@ def run_line(
             health = HealthServer(pipeline, host=config.health.host, port=config.health.port)
             health.start()
         notifier.ready(f"inspecting {config.camera} with {inspector.manifest.name}")
+        if on_started is not None:
+            before_stop = on_started(pipeline)
         _supervise(pipeline, config, notifier, stop, started, duration_s, max_frames)
     finally:
         notifier.stopping()
+        if before_stop is not None:
+            before_stop()
         pipeline.close()
         if health is not None:
             health.close()

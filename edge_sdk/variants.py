@@ -3,9 +3,9 @@ parity gate against the float32 graph.
 
 int8 is ONNX Runtime static quantization in QDQ form: uint8 activations (the VNNI path of
 x86 CPUs), per-channel int8 weights, MinMax ranges from the bundle's own good images.
-Only convolutions (with their ReLUs) are quantized; the map arithmetic after them (squared differences,
-channel sums) stays float32, because ranges measured on good parts would clip exactly
-the large differences that defects produce.
+Only convolutions (with their ReLUs) are quantized; the map arithmetic after them
+(squared differences, channel sums) stays float32, because ranges measured on good parts
+would clip exactly the large differences that defects produce.
 
 The gate runs both graphs on the same images and records the largest map difference,
 the verdicts that flip at the bundle's threshold and, with defective images, the change

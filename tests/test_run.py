@@ -133,3 +133,17 @@ def test_plc_stops_answering_mid_run(tmp_path: Path) -> None:
     assert modbus["delivered"] > 0
     assert modbus["failed_attempts"] > 0 or modbus["dropped"] > 0
     assert modbus["state"] != "ok"
+
+
+def test_line_from_python_example() -> None:
+    if simulator_path() is None:
+        pytest.skip("the genicam wheel's viky.cti simulator is not installed")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "line_from_python.py"), "--seconds", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "on-demand check of a white image: NOK" in proc.stdout
+    assert " frames, verdicts {" in proc.stdout
