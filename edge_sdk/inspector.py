@@ -134,18 +134,18 @@ class Inspector:
                 results[i] = self._error(ids[i], parts[i], images[i], f"inference: {exc}")
             return
         t2 = time.perf_counter()
-        share = 1e3 / len(ok)
+        maps: list[tuple[int, np.ndarray]] = []
         for k, i in enumerate(ok):
             try:
-                combined = self.scorer.combine(map_st[k, 0], map_ae[k, 0])
+                maps.append((i, self.scorer.combine(map_st[k, 0], map_ae[k, 0])))
             except Exception as exc:
                 results[i] = self._error(ids[i], parts[i], images[i], f"decide: {exc}")
-                continue
-            latency = Latency(
-                preprocess_ms=(t1 - t0) * share,
-                infer_ms=(t2 - t1) * share,
-                decide_ms=(time.perf_counter() - t2) * 1e3 / (k + 1),
-            )
+        t3 = time.perf_counter()
+        share = 1e3 / len(ok)
+        latency = Latency(
+            preprocess_ms=(t1 - t0) * share, infer_ms=(t2 - t1) * share, decide_ms=(t3 - t2) * share
+        )
+        for i, combined in maps:
             results[i] = self._decide(ids[i], parts[i], images[i], combined, latency)
 
     def _decide(

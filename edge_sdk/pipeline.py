@@ -269,7 +269,11 @@ class Pipeline:
                         self._stats.shutdown_failsafe += 1
                     self._fail(item, "shutting down before this frame could be inspected")
                     continue
-                self._inspect(item)
+                try:
+                    self._inspect(item)
+                except Exception as exc:  # a bug must not lose the part: fail it safe
+                    log.exception("inspecting frame %s failed", item.frame.frame_id)
+                    self._fail(item, f"internal error: {type(exc).__name__}: {exc}")
         except Exception:  # a bug here must not strand frames: fail what is queued
             log.exception("inspection loop crashed; failing the frames in flight")
             while True:

@@ -136,7 +136,7 @@ def test_missing_or_empty_folders_name_the_path(tmp_path: Path) -> None:
 def test_undecodable_file_is_named(tmp_path: Path) -> None:
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png")
-    with pytest.raises(ConfigError, match="broken.png"):
+    with pytest.raises(ConfigError, match=r"broken\.png"):
         read_image(bad)
 
 

@@ -138,3 +138,12 @@ def test_teacher_channel_stats_equal_the_reference_two_pass() -> None:
     ).mean(dim=0)
     torch.testing.assert_close(mean, ref_mean)
     torch.testing.assert_close(std, ref_var.sqrt())
+
+
+def test_module_doctests() -> None:
+    import doctest
+
+    from edge_sdk.training import data, demo, losses, recipe
+
+    for module in (data, demo, losses, recipe):
+        assert doctest.testmod(module).failed == 0, module.__name__

@@ -97,7 +97,7 @@ def test_resume_after_ctrl_c_equals_an_uninterrupted_run(
     assert stopped.value.checkpoint == checkpoint_path(tmp_path / "b")
     with pytest.raises(ConfigError, match="--resume"):
         fit(interrupted)
-    with pytest.raises(ConfigError, match="different training run.*seed"):
+    with pytest.raises(ConfigError, match=r"different training run.*seed"):
         fit(_config(parts, tmp_path, checkpoint_dir=tmp_path / "b", seed=1, resume=True, **common))
 
     resumed = fit(_config(parts, tmp_path, checkpoint_dir=tmp_path / "b", resume=True, **common))
@@ -114,6 +114,9 @@ def test_resume_after_ctrl_c_equals_an_uninterrupted_run(
     for key, state in saved_a["optimizer"]["state"].items():
         assert torch.equal(state["exp_avg_sq"], saved_b["optimizer"]["state"][key]["exp_avg_sq"])
     assert full.teacher_source.sha256 is not None
+    # Resuming a finished run trains nothing more (the CLI then goes straight to export).
+    again = fit(_config(parts, tmp_path, checkpoint_dir=tmp_path / "b", resume=True, **common))
+    assert again.steps == 3 and again.losses == full.losses
 
 
 def test_short_run_through_the_cli_gives_a_bundle_the_runtime_runs(
@@ -158,10 +161,10 @@ def test_cli_usage_and_data_errors(tmp_path: Path, capsys: pytest.CaptureFixture
     for extra in (["--steps", "0"], ["--val-fraction", "1.5"], ["--target-frr", "0"]):
         args = parser.parse_args(base + extra)
         assert args.func(args) == 2
-    args = parser.parse_args(base + ["--teacher", "random"])
+    args = parser.parse_args([*base, "--teacher", "random"])
     assert args.func(args) == 4
     assert f"{tmp_path / 'missing'}: no such folder" in capsys.readouterr().err
-    args = parser.parse_args(base + ["--teacher", str(tmp_path / "t.pth")])
+    args = parser.parse_args([*base, "--teacher", str(tmp_path / "t.pth")])
     assert args.func(args) == 4
     assert "t.pth: no such file" in capsys.readouterr().err
 

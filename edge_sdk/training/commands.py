@@ -195,6 +195,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         print(f"edge-ad train: interrupted: {where}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        # After training: the final checkpoint is written, and --resume goes straight to export.
+        printer.close()
+        print(
+            f"edge-ad train: interrupted while exporting; training is complete in "
+            f"{config.checkpoint_folder()}; run the same command with --resume to export",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     except EdgeADError as exc:
         printer.close()
         print(f"edge-ad train: error: {exc}", file=sys.stderr)
