@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 PROFILE = "viky-mono8.yaml"
 GOOD_BALL = 20  # the profile's BouncingBallSize
 DEFECT_BALL = 56
-DEMO_STEPS = 400
-DEMO_FRAMES = 80
+DEMO_STEPS = 200
+DEMO_FRAMES = 100
 
 
 def cache_dir() -> Path:

@@ -1,0 +1,197 @@
+"""What a training run is asked to do: its configuration, the recipe's constants, where the
+teacher comes from, the device and precision, and the progress reports it sends.
+
+>>> cfg = TrainConfig(data=Path("parts"), out=Path("parts.bundle"), teacher="random", steps=10)
+>>> cfg.checkpoint_folder().name
+'parts.bundle.ckpt'
+>>> resolve_teacher("random", "efficientad-s").path is None
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from edge_sdk.errors import ConfigError
+from edge_sdk.training.networks import ARCHITECTURES
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# The project's own distilled teachers (issue 3, item 1); a source checkout carries them in
+# models/. Resolved from this file, never from the working directory.
+DEFAULT_TEACHER: dict[str, Path] = {
+    "efficientad-s": REPO_ROOT / "models" / "teacher_small_lite0.pth",
+    "efficientad-m": REPO_ROOT / "models" / "teacher_medium_lite0.pth",
+}
+RANDOM_TEACHER = "random"
+LEARNING_RATE = 1e-4
+WEIGHT_DECAY = 1e-5
+LR_DECAY_AT = 0.95
+LR_DECAY_FACTOR = 0.1
+
+Phase = Literal["statistics", "training", "export"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What to train. ``teacher`` is a weights file, ``"random"`` (a seeded random teacher:
+    weak, for baselines and demos) or None for :data:`DEFAULT_TEACHER`.
+    """
+
+    data: Path
+    out: Path
+    architecture: str = "efficientad-s"
+    teacher: str | Path | None = None
+    steps: int = 70_000
+    penalty: Path | None = None
+    seed: int = 0
+    batch_size: int = 1
+    device: str = "auto"
+    bf16: bool = False
+    val_fraction: float = 0.1
+    target_frr: float = 0.01
+    name: str | None = None
+    description: str = ""
+    dataset_label: str | None = None  # what the manifest names as the dataset; default: data
+    checkpoint_dir: Path | None = None
+    checkpoint_every: int = 1000
+    resume: bool = False
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for values no run can use."""
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(
+                f"architecture {self.architecture!r}: expected one of {', '.join(ARCHITECTURES)}"
+            )
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: expected at least 1, found {getattr(self, name)}")
+        if not 0.0 < self.target_frr < 1.0:
+            raise ConfigError(f"target false-reject rate: expected (0, 1), found {self.target_frr}")
+
+    def checkpoint_folder(self) -> Path:
+        """Where checkpoints go: ``checkpoint_dir``, or ``OUT.ckpt`` next to the bundle."""
+        if self.checkpoint_dir is not None:
+            return Path(self.checkpoint_dir).expanduser().absolute()
+        out = Path(self.out).expanduser().absolute()
+        return out.with_name(out.name + ".ckpt")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A progress report: ``step`` of ``total`` done in ``phase``; losses averaged over the
+    last steps; ``eta_s`` None until a rate is known.
+    """
+
+    phase: Phase
+    step: int
+    total: int
+    losses: dict[str, float] = field(default_factory=dict)
+    steps_per_s: float = 0.0
+    eta_s: float | None = None
+    elapsed_s: float = 0.0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; ``checkpoint`` holds the state after ``step`` steps (None
+    when nothing could be saved). Still a KeyboardInterrupt for whoever catches that.
+    """
+
+    def __init__(self, step: int, checkpoint: Path | None) -> None:
+        super().__init__(f"training interrupted after step {step}")
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+@dataclass(frozen=True)
+class TeacherSource:
+    """Where the teacher's weights came from (recorded in the manifest)."""
+
+    path: Path | None  # None: random init from the seed
+    sha256: str | None
+
+    def record(self, seed: int) -> dict[str, Any]:
+        if self.path is None:
+            return {"source": RANDOM_TEACHER, "seed": seed}
+        return {"source": str(self.path), "sha256": self.sha256}
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_teacher(spec: str | Path | None, architecture: str) -> TeacherSource:
+    """The teacher to use: a file, ``"random"``, or the default for ``architecture``."""
+    if spec is not None and str(spec) == RANDOM_TEACHER:
+        return TeacherSource(None, None)
+    if spec is None:
+        path = DEFAULT_TEACHER.get(architecture)
+        if path is None or not path.is_file():
+            raise ConfigError(
+                f"no default teacher for {architecture} (looked for {path}): pass --teacher "
+                f"FILE (e.g. the community's teacher_small.pth / teacher_medium.pth, or one "
+                f"from edge-ad pretrain-teacher), or --teacher random (weak: for baselines)"
+            )
+    else:
+        path = Path(spec).expanduser().absolute()
+        if not path.is_file():
+            raise ConfigError(f"teacher weights {path}: no such file")
+    return TeacherSource(path, _sha256_file(path))
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when available; asking for CUDA without it is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: this torch build or machine has no CUDA")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"device {device!r}: expected auto, cpu or cuda")
+    return torch.device(device)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 natively here (AVX512-BF16/AMX): then ``bf16`` cuts
+    the CPU step time severalfold; without it bf16 is emulated and slower.
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How the networks run: autocast dtype (None: float32) and whether losses are scaled."""
+
+    autocast_dtype: torch.dtype | None
+    scaler: bool  # fp16 needs loss scaling; bf16 has float32's exponent range
+    label: str
+
+
+def precision_for(device: torch.device, bf16: bool) -> Precision:
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return Precision(torch.bfloat16, False, "bf16 autocast")
+        return Precision(torch.float16, True, "fp16 autocast, loss scaling")
+    if bf16:
+        if not cpu_has_fast_bf16():
+            logger.warning("bf16 requested, but this CPU has no native bfloat16: it will be slow")
+        return Precision(torch.bfloat16, False, "bf16 autocast")
+    return Precision(None, False, "fp32")

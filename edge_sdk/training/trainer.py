@@ -1,0 +1,205 @@
+"""One EfficientAD training run's state and its step (reference ``efficientad.py``).
+
+Per step: the frozen teacher's output on the image and on a jittered copy, normalised by
+its channel statistics, is the target; the student's first half learns it through the
+hard-feature loss (plus the penalty on a generic photo, when given); the autoencoder learns
+it on the jittered copy, and the student's second half learns the autoencoder's output.
+Adam (lr 1e-4, weight decay 1e-5) on student and autoencoder; the learning rate drops x0.1
+at 95 % of the steps.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from edge_sdk.training import networks as nets
+from edge_sdk.training.data import (
+    PenaltyImages,
+    SampleOrder,
+    TrainingData,
+    augment_for_autoencoder,
+    load_training_data,
+    step_rng,
+)
+from edge_sdk.training.inference_graph import normalise
+from edge_sdk.training.losses import P_HARD, efficientad_losses, teacher_channel_stats
+from edge_sdk.training.recipe import (
+    LEARNING_RATE,
+    LR_DECAY_AT,
+    LR_DECAY_FACTOR,
+    RANDOM_TEACHER,
+    WEIGHT_DECAY,
+    Progress,
+    ProgressCallback,
+    TeacherSource,
+    TrainConfig,
+    precision_for,
+    resolve_teacher,
+)
+
+LOSS_WINDOW = 100  # steps over which reported losses are averaged
+STATS_BATCH = 8
+
+
+def fingerprint(
+    config: TrainConfig, data: TrainingData, teacher: TeacherSource, penalty: PenaltyImages | None
+) -> dict[str, Any]:
+    """The options that define the trained model; precision and device may change on resume."""
+    return {
+        "architecture": config.architecture,
+        "data": str(data.source.root),
+        "data_files": data.source.fingerprint(),
+        "teacher": teacher.sha256 or RANDOM_TEACHER,
+        "penalty": None if penalty is None else penalty.fingerprint(),
+        "steps": config.steps,
+        "seed": config.seed,
+        "batch_size": config.batch_size,
+        "val_fraction": config.val_fraction,
+        "recipe": [LEARNING_RATE, WEIGHT_DECAY, LR_DECAY_AT, LR_DECAY_FACTOR, P_HARD],
+    }
+
+
+class Trainer:
+    """One run's data, networks, optimiser and step count: what a checkpoint holds.
+
+    ``train_step`` computes the losses and gradients of step ``self.step``; ``update``
+    applies them. The caller advances ``step`` (see the interrupt logic in ``fit``).
+    """
+
+    def __init__(self, config: TrainConfig, device: torch.device) -> None:
+        self.config = config
+        self.device = device
+        self.teacher_source = resolve_teacher(config.teacher, config.architecture)
+        self.penalty = PenaltyImages(config.penalty) if config.penalty is not None else None
+        self.data = load_training_data(
+            config.data, val_fraction=config.val_fraction, seed=config.seed
+        )
+        self.fingerprint = fingerprint(config, self.data, self.teacher_source, self.penalty)
+        self.precision = precision_for(device, config.bf16)
+        self.order = SampleOrder(
+            len(self.data.train_images), batch_size=config.batch_size, seed=config.seed
+        )
+        torch.manual_seed(config.seed)
+        self.teacher = nets.teacher(config.architecture)
+        if self.teacher_source.path is not None:
+            nets.load_teacher_weights(self.teacher, self.teacher_source.path)
+        self.student = nets.student(config.architecture)
+        self.autoencoder = nets.autoencoder()
+        for module in (self.teacher, self.student, self.autoencoder):
+            # channels_last: oneDNN's and cuDNN's fast convolution layout (~30 % per CPU step).
+            # (torch's stubs lack Module.to's memory_format keyword.)
+            module.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.teacher.eval().requires_grad_(False)
+        self.student.train()
+        self.autoencoder.train()
+        self.optimizer = torch.optim.Adam(
+            itertools.chain(self.student.parameters(), self.autoencoder.parameters()),
+            lr=LEARNING_RATE,
+            weight_decay=WEIGHT_DECAY,
+        )
+        self.scheduler = torch.optim.lr_scheduler.StepLR(
+            self.optimizer, step_size=max(1, int(LR_DECAY_AT * config.steps)), gamma=LR_DECAY_FACTOR
+        )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.scaler)
+        self.teacher_mean = torch.zeros(nets.TEACHER_CHANNELS)
+        self.teacher_std = torch.ones(nets.TEACHER_CHANNELS)
+        self.step = 0
+        self.elapsed_s = 0.0
+        self.history: collections.deque[dict[str, float]] = collections.deque(maxlen=LOSS_WINDOW)
+
+    def autocast(self) -> Any:
+        dtype = self.precision.autocast_dtype
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def _input(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        x = normalise(torch.as_tensor(images)).contiguous(memory_format=torch.channels_last)
+        return x.to(self.device, non_blocking=True)
+
+    def measure_teacher(self, progress: ProgressCallback | None) -> None:
+        images = self.data.train_images
+        n = len(images)
+
+        def batches() -> Iterator[torch.Tensor]:
+            for start in range(0, n, STATS_BATCH):
+                if progress is not None:
+                    progress(Progress("statistics", start, n))
+                yield self._input(images[start : start + STATS_BATCH])
+
+        with self.autocast():
+            mean, std = teacher_channel_stats(self.teacher, batches())
+        self.teacher_mean, self.teacher_std = mean, std
+        if progress is not None:
+            progress(Progress("statistics", n, n))
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "step": self.step,
+            "elapsed_s": self.elapsed_s,
+            "teacher": self.teacher.state_dict(),
+            "student": self.student.state_dict(),
+            "autoencoder": self.autoencoder.state_dict(),
+            "teacher_mean": self.teacher_mean,
+            "teacher_std": self.teacher_std,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "history": list(self.history),
+            "torch": str(torch.__version__),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.teacher.load_state_dict(state["teacher"])
+        self.student.load_state_dict(state["student"])
+        self.autoencoder.load_state_dict(state["autoencoder"])
+        self.teacher_mean = state["teacher_mean"]
+        self.teacher_std = state["teacher_std"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.elapsed_s = float(state["elapsed_s"])
+        self.history.extend(state["history"])
+
+    def train_step(self, mean: torch.Tensor, std: torch.Tensor) -> dict[str, float]:
+        """One optimiser step; leaves ``self.step`` to the caller (see the interrupt logic)."""
+        rng = step_rng(self.config.seed, self.step)
+        # Dropout in the autoencoder draws from torch's generator: seed it per step as well.
+        torch.manual_seed(int(rng.integers(2**62)))
+        raw = torch.from_numpy(self.data.train_images[self.order.indices(self.step)])
+        image_st = self._input(raw)
+        image_ae = self._input(augment_for_autoencoder(raw.float(), rng))
+        image_penalty = None
+        if self.penalty is not None:
+            image_penalty = self._input(self.penalty.draw(rng, self.config.batch_size))
+        batch = image_st.shape[0]
+        with self.autocast():
+            with torch.no_grad():
+                teacher_out = (self.teacher(torch.cat([image_st, image_ae])).float() - mean) / std
+            student_st = self.student(image_st)
+            student_penalty = self.student(image_penalty) if image_penalty is not None else None
+            ae_out = self.autoencoder(image_ae)
+            student_ae = self.student(image_ae)
+        losses = efficientad_losses(
+            teacher_st=teacher_out[:batch],
+            student_st=student_st,
+            teacher_ae=teacher_out[batch:],
+            autoencoder_ae=ae_out,
+            student_ae=student_ae,
+            student_penalty=student_penalty,
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses.total).backward()
+        return losses.values()
+
+    def update(self) -> None:
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
