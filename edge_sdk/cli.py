@@ -190,7 +190,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The service owns its signals (the library never installs handlers).
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    summary = run_line(config, stop=stop, duration_s=args.duration_s, max_frames=args.max_frames)
+    summary = run_line(
+        config,
+        stop=stop,
+        duration_s=args.duration_s,
+        max_frames=args.max_frames,
+        on_started=on_started,
+    )
     snap = summary.snapshot
     if args.json:
         _print_json({**snap, "wall_s": summary.wall_s, "failed": summary.failed})

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 PROFILE = "viky-mono8.yaml"
 GOOD_BALL = 20  # the profile's BouncingBallSize
-DEFECT_BALL = 56
+DEFECT_BALL = 40  # the simulator's largest
 DEMO_STEPS = 200
 DEMO_FRAMES = 100
 
@@ -109,7 +109,8 @@ class DefectInjector:
 
     def _set(self, size: int) -> None:
         try:
-            self.source.node_map.BouncingBallSize.value = size
+            node = self.source.node_map.BouncingBallSize
+            node.value = min(size, node.max)
         except Exception as exc:  # the camera may be reconnecting: skip this round
             log.debug("demo: cannot set BouncingBallSize: %s", exc)
 
