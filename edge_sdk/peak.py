@@ -27,8 +27,10 @@ def conv_macs(graph: bytes) -> int:
         if dims and not dims[0].dim_value:
             dims[0].dim_value = 1
     model = onnx.shape_inference.infer_shapes(model)
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-              for v in [*model.graph.value_info, *model.graph.output]}
+    shapes = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in [*model.graph.value_info, *model.graph.output]
+    }
     weights = {i.name: list(i.dims) for i in model.graph.initializer}
     total = 0
     for node in model.graph.node:
@@ -54,11 +56,13 @@ def _conv_graph(int8: bool) -> bytes:
     if int8:
         scale_w = (np.abs(w).reshape(_C, -1).max(axis=1) / 127).astype(np.float32)
         q_w = np.round(w / scale_w[:, None, None, None]).astype(np.int8)
-        inits += [numpy_helper.from_array(q_w, "w_q"),
-                  numpy_helper.from_array(scale_w, "w_s"),
-                  numpy_helper.from_array(np.zeros(_C, np.int8), "w_z"),
-                  numpy_helper.from_array(np.array(0.02, np.float32), "a_s"),
-                  numpy_helper.from_array(np.array(128, np.uint8), "a_z")]
+        inits += [
+            numpy_helper.from_array(q_w, "w_q"),
+            numpy_helper.from_array(scale_w, "w_s"),
+            numpy_helper.from_array(np.zeros(_C, np.int8), "w_z"),
+            numpy_helper.from_array(np.array(0.02, np.float32), "a_s"),
+            numpy_helper.from_array(np.array(128, np.uint8), "a_z"),
+        ]
         nodes += [
             helper.make_node("QuantizeLinear", ["x", "a_s", "a_z"], ["xq"]),
             helper.make_node("DequantizeLinear", ["xq", "a_s", "a_z"], ["xd"]),
@@ -71,8 +75,10 @@ def _conv_graph(int8: bool) -> bytes:
         ]
     else:
         inits.append(numpy_helper.from_array(w, "w"))
-        nodes += [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-                  helper.make_node("Relu", ["c"], ["y"])]
+        nodes += [
+            helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c"], ["y"]),
+        ]
     graph = helper.make_graph(nodes, "peak", [x], [y], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
