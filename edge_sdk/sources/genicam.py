@@ -120,7 +120,9 @@ class GenICamSource(FrameSource):
         self._info: CameraInfo | None = None
         self._lock = threading.Lock()  # held while a fetch is in flight
         self._emulate_newest = False
-        self._last_id: int | None = None
+        self._last_id: int | None = None  # the camera's own id of the last frame
+        self._id_offset = 0
+        self._last_out = -1
         self._host_clock = False
         self._failures = 0
         self._next_attempt = 0.0
@@ -298,8 +300,17 @@ class GenICamSource(FrameSource):
             frame_id = int(module.frame_id)
             timestamp_ns = self._timestamp(module)
         self._count_ids(frame_id)
+        # A camera counts again from its start after a reboot or reconnect: continue our
+        # numbering instead, so an id names one frame for the life of the source (the
+        # PLC echo and the results log depend on it).
+        if frame_id + self._id_offset <= self._last_out:
+            self._id_offset = self._last_out + 1 - frame_id
+        self._last_out = frame_id + self._id_offset
         return Frame(
-            image=image, frame_id=frame_id, timestamp_ns=timestamp_ns, camera_id=self.camera_id
+            image=image,
+            frame_id=self._last_out,
+            timestamp_ns=timestamp_ns,
+            camera_id=self.camera_id,
         )
 
     def _newest(self, buffer: Any) -> Any:
