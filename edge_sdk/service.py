@@ -59,12 +59,24 @@ def build_source(config: LineConfig) -> FrameSource:
     )
 
 
-def build_sinks(config: LineConfig) -> list[ResultSink]:
+def build_sinks(config: LineConfig, source: FrameSource | None = None) -> list[ResultSink]:
     """One runner (own thread and queue) per configured sink."""
     from edge_sdk.sinks.config import parse_sink_configs
     from edge_sdk.sinks.factory import build_runner
 
-    return [build_runner(sink, camera=config.camera) for sink in parse_sink_configs(config.sinks)]
+    return [
+        build_runner(sink, camera=config.camera, source=source)
+        for sink in parse_sink_configs(config.sinks)
+    ]
+
+
+def prepare_sinks(sinks: list[ResultSink]) -> None:
+    """Sinks that configure the camera (an output line) do it once it is open, so a
+    missing feature fails the start, named, before READY."""
+    for runner in sinks:
+        prepare = getattr(getattr(runner, "sink", None), "prepare", None)
+        if prepare is not None:
+            prepare()
 
 
 @dataclass(frozen=True)
@@ -108,7 +120,7 @@ def run_line(
         inspector.provider,
     )
     source = build_source(config)
-    sinks = build_sinks(config)
+    sinks = build_sinks(config, source)
     options = PipelineOptions(
         mode=Mode(config.mode),
         deadline_ms=config.deadline_ms,
@@ -121,6 +133,7 @@ def run_line(
     started = time.monotonic()
     try:
         pipeline.start()
+        prepare_sinks(sinks)
         if config.health.enabled:
             from edge_sdk.health import HealthServer
 

@@ -147,3 +147,39 @@ def test_line_from_python_example() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "on-demand check of a white image: NOK" in proc.stdout
     assert " frames, verdicts {" in proc.stdout
+
+
+def test_camera_line_sink_names_the_missing_feature(tmp_path: Path) -> None:
+    """viky has no I/O lines: the start fails before READY, naming the feature."""
+    if simulator_path() is None:
+        pytest.skip("the genicam wheel's viky.cti simulator is not installed")
+    write_tiny_bundle(tmp_path / "t.bundle", brightness_graph())
+    line = tmp_path / "line.yaml"
+    line.write_text(
+        f"camera: '0'\nprofile: {REPO / 'calibration/viky-mono8.yaml'}\n"
+        "bundle: t.bundle\ndevice: cpu\nhealth: {enabled: false}\n"
+        "sinks: [{type: camera_line, line: Line1, pulse_ms: 5}]\n"
+    )
+    proc = subprocess.run(
+        [*CLI, "run", "--config", str(line), "--max-frames", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 4, proc.stderr
+    assert "camera 0 has no feature 'LineSelector'" in proc.stderr
+
+
+def test_camera_line_sink_needs_a_camera(tmp_path: Path) -> None:
+    write_tiny_bundle(tmp_path / "t.bundle", brightness_graph())
+    line = tmp_path / "line.yaml"
+    line.write_text(
+        f"source: folder\nfolder: {{path: {parts(tmp_path / 'in', 2)}}}\n"
+        "bundle: t.bundle\ndevice: cpu\nhealth: {enabled: false}\n"
+        "sinks: [{type: camera_line}]\n"
+    )
+    proc = subprocess.run(
+        [*CLI, "run", "--config", str(line)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 4
+    assert "camera_line sink needs the line's GenICam camera" in proc.stderr

@@ -227,8 +227,24 @@ class CallbackSinkConfig(_SinkBase):
     options: dict[str, Any] = {}
 
 
+class CameraLineSinkConfig(_SinkBase):
+    """A pulse on a camera output line per reject (or per pass); needs a GenICam camera
+    with I/O lines (SFNC LineSelector, LineSource, UserOutputSelector, UserOutputValue)."""
+
+    type: Literal["camera_line"]
+    line: str = "Line1"
+    user_output: str = "UserOutput1"
+    pulse_ms: float = Field(20.0, gt=0, le=5000)
+    on: Literal["reject", "ok"] = "reject"
+
+
 AnySinkConfig = (
-    JsonlSinkConfig | ModbusSinkConfig | MqttSinkConfig | ArchiveSinkConfig | CallbackSinkConfig
+    JsonlSinkConfig
+    | ModbusSinkConfig
+    | MqttSinkConfig
+    | ArchiveSinkConfig
+    | CallbackSinkConfig
+    | CameraLineSinkConfig
 )
 SinkConfig = Annotated[AnySinkConfig, Field(discriminator="type")]
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from edge_sdk.errors import ConfigError
 from edge_sdk.sinks.base import Sink
 from edge_sdk.sinks.config import (
     ArchiveSinkConfig,
     CallbackSinkConfig,
+    CameraLineSinkConfig,
     JsonlSinkConfig,
     ModbusSinkConfig,
     MqttSinkConfig,
@@ -31,6 +33,7 @@ def build_sink(
     *,
     base_dir: str | os.PathLike[str] | None = None,
     camera: str | None = None,
+    source: Any = None,
 ) -> Sink:
     """The sink a config describes. Imports its optional dependency only now.
 
@@ -69,6 +72,15 @@ def build_sink(
         from edge_sdk.sinks.callback import CallbackSink, load_callable
 
         return CallbackSink(load_callable(config.target, config.options), name=name)
+    if isinstance(config, CameraLineSinkConfig):
+        from edge_sdk.sinks.camera_line import CameraLineSink
+
+        if source is None or not hasattr(type(source), "node_map"):
+            raise ConfigError(
+                f"sink {name!r}: a camera_line sink needs the line's GenICam camera as its "
+                f"source, found {type(source).__name__}"
+            )
+        return CameraLineSink(source, config, name=name)
     raise ConfigError(f"unknown sink config {type(config).__name__}")
 
 
@@ -77,10 +89,12 @@ def build_runner(
     *,
     base_dir: str | os.PathLike[str] | None = None,
     camera: str | None = None,
+    source: Any = None,
 ) -> SinkRunner:
     """`build_sink` behind a `SinkRunner` with the config's `delivery` settings."""
     return SinkRunner(
-        build_sink(config, base_dir=base_dir, camera=camera), delivery=config.delivery
+        build_sink(config, base_dir=base_dir, camera=camera, source=source),
+        delivery=config.delivery,
     )
 
 
