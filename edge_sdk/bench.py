@@ -39,46 +39,6 @@ def _summary(ms: list[float]) -> dict[str, float]:
     return {"p50": statistics.median(ms), "p99": float(np.percentile(ms, 99)), "min": min(ms)}
 
 
-def torch_reference(bundle: Bundle, threads: int) -> Callable[[np.ndarray], Any] | None:
-    """The bundle's float32 weights in PyTorch eager (NCHW fp32), or None without torch."""
-    try:
-        import onnx
-        import torch
-        from onnx import numpy_helper
-
-        from edge_sdk.training import networks
-        from edge_sdk.training.inference_graph import InferenceGraph
-    except ImportError as exc:
-        log.warning("no PyTorch reference (%s): pip install 'edge-ad[train]'", exc)
-        return None
-    arch = bundle.manifest.model.architecture
-    graph = InferenceGraph(
-        networks.teacher(arch),
-        networks.student(arch),
-        networks.autoencoder(),
-        torch.zeros(384),
-        torch.ones(384),
-    )
-    model = onnx.load_from_string(bundle.graph("fp32"))
-    weights = {
-        i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in model.graph.initializer
-    }
-    state = graph.state_dict()
-    missing = [k for k in state if k not in weights]
-    if missing:
-        log.warning("no PyTorch reference: graph initializers lack %s", missing[:3])
-        return None
-    graph.load_state_dict({k: weights[k] for k in state})
-    if threads:
-        torch.set_num_threads(threads)
-
-    def run(batch: np.ndarray) -> Any:
-        with torch.inference_mode():
-            return graph(torch.from_numpy(batch))
-
-    return run
-
-
 def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
     """Measure and return a JSON-ready report (see `format_report`)."""
     bundle = Bundle.open(bundle_path)
@@ -119,7 +79,14 @@ def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
                 stage_log[key]["decide"].append(lat.decide_ms)
 
             tasks[key] = task
-    reference = torch_reference(bundle, options.threads) if options.reference else None
+    reference = None
+    if options.reference:
+        try:
+            from edge_sdk.training.reference import torch_reference
+        except ImportError as exc:
+            log.warning("no PyTorch reference (%s): pip install 'edge-ad[train]'", exc)
+        else:
+            reference = torch_reference(bundle, options.threads)
     if reference is not None:
         tasks["pytorch-eager-fp32/batch1"] = lambda: reference(prepared[:1])
     for task in tasks.values():  # warm-up

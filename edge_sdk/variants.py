@@ -26,6 +26,7 @@ import numpy as np
 from edge_sdk.bundle import Bundle, sha256_hex, write_bundle
 from edge_sdk.engine import Engine, EngineOptions
 from edge_sdk.errors import EdgeADError, require
+from edge_sdk.evaluation.metrics import auroc
 from edge_sdk.manifest import GraphFile
 from edge_sdk.preprocess import to_model_input
 from edge_sdk.scoring import MapScorer
@@ -102,22 +103,6 @@ def convert_fp16(graph: bytes) -> bytes:
     return bytes(converted.SerializeToString())
 
 
-def _auroc(good: np.ndarray, bad: np.ndarray) -> float:
-    """Mann-Whitney AUROC with ties counted half."""
-    if good.size == 0 or bad.size == 0:
-        return float("nan")
-    scores = np.concatenate([good, bad])
-    order = scores.argsort(kind="mergesort")
-    ranks = np.empty(scores.size, np.float64)
-    sorted_scores = scores[order]
-    # Average ranks over ties.
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    bad_ranks = ranks[good.size :].sum()
-    return float((bad_ranks - bad.size * (bad.size + 1) / 2) / (good.size * bad.size))
-
-
 def parity(
     bundle: Bundle,
     reference: Engine,
@@ -153,8 +138,8 @@ def parity(
         "threshold": threshold,
     }
     if len(bad):
-        ref_auc = _auroc(ref[:n_good], ref[n_good:])
-        cand_auc = _auroc(cand[:n_good], cand[n_good:])
+        ref_auc = auroc(ref[:n_good], ref[n_good:])
+        cand_auc = auroc(cand[:n_good], cand[n_good:])
         report.update(auroc_fp32=ref_auc, auroc_variant=cand_auc, auroc_change=cand_auc - ref_auc)
     return report
 

@@ -97,7 +97,7 @@ def test_fp16_variant_parity(s_bundle: Path, tmp_path: Path, images) -> None:
 def test_pytorch_reference_runs_the_same_weights(s_bundle: Path) -> None:
     import onnxruntime as ort
 
-    from edge_sdk.bench import torch_reference
+    from edge_sdk.training.reference import torch_reference
 
     bundle = Bundle.open(s_bundle)
     run = torch_reference(bundle, threads=0)
