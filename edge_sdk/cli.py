@@ -457,9 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
     from edge_sdk.evaluation.commands import add_calibrate_parser, add_eval_parser
     from edge_sdk.sources.commands import add_cameras_parser
     from edge_sdk.training.commands import add_train_parser
+    from edge_sdk.training.teacher_commands import add_pretrain_teacher_parser
 
     add_cameras_parser(sub)
     add_train_parser(sub)
+    add_pretrain_teacher_parser(sub)
     add_eval_parser(sub)
     add_calibrate_parser(sub)
 

@@ -1,0 +1,438 @@
+"""Distilling a teacher PDN from a pretrained backbone on a folder of generic photos
+(``edge-ad pretrain-teacher``), offline.
+
+The recipe (after the reference's ``pretraining.py``, adapted as TEACHER-NOTES suggests):
+random crops of the photos (random scale, horizontal flip, grey 30 % of the time, since
+lines often run mono cameras); targets from :mod:`.teacher_targets` (backbone features at
+the PDN's receptive-field centres, PCA to 384 channels, whitened); MSE between the PDN's
+output and the targets; Adam with weight decay 1e-5, a linear warm-up, then cosine decay to
+1 % of the learning rate. bfloat16 autocast on CPUs that run it natively, mixed precision on
+CUDA; the backbone runs in float32 on the CPU so the targets do not depend on the precision.
+
+Every random draw is a function of ``(seed, step)``, so a resumed run equals an uninterrupted
+one. The result is a plain float16 ``state_dict`` in the reference's key layout (loadable by
+:func:`edge_sdk.training.networks.load_teacher_weights`) and a sidecar ``FILE.json``.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edge_sdk.errors import ConfigError
+from edge_sdk.training import networks as nets
+from edge_sdk.training.backbones import BACKBONES, Backbone, load_backbone
+from edge_sdk.training.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from edge_sdk.training.data import list_images, read_image, step_rng
+from edge_sdk.training.inference_graph import normalise
+from edge_sdk.training.recipe import (
+    TrainingInterrupted,
+    precision_for,
+    resolve_device,
+)
+from edge_sdk.training.teacher_targets import CONTEXT, WINDOW, Projection, fit_projection, targets
+
+__all__ = [
+    "Photos",
+    "TeacherConfig",
+    "TeacherProgress",
+    "TeacherResult",
+    "TrainingInterrupted",
+    "distill",
+    "distillation_loss",
+    "write_teacher",
+]
+
+logger = logging.getLogger(__name__)
+
+GREY_PROBABILITY = 0.3
+# The photo's short side is scaled to this many times the backbone window, at random.
+SCALE_RANGE = (1.0, 1.4)
+WEIGHT_DECAY = 1e-5
+FINAL_LR_FACTOR = 0.01
+LOSS_WINDOW = 20
+_PROJECTION_STREAM = 0x9C  # keeps the PCA's photos apart from the training draws
+
+Phase = Literal["projection", "distillation"]
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """What to distil. ``warmup_steps`` None: 2 % of the steps, at most 1000."""
+
+    photos: Path
+    out: Path
+    architecture: str = "efficientad-s"
+    backbone: str = "lite0"
+    weights: Path | None = None
+    steps: int = 60_000
+    batch_size: int = 16
+    lr: float = 5e-4
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = False
+    warmup_steps: int | None = None
+    projection_images: int = 256
+    checkpoint_dir: Path | None = None
+    checkpoint_every: int = 500
+    resume: bool = False
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for values no run can use."""
+        if self.architecture not in nets.ARCHITECTURES:
+            raise ConfigError(f"architecture {self.architecture!r}: expected efficientad-s or -m")
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"backbone {self.backbone!r}: expected one of {', '.join(BACKBONES)}")
+        for name in ("steps", "batch_size", "checkpoint_every", "projection_images"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: expected at least 1, found {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"learning rate: expected a positive value, found {self.lr}")
+
+    def warmup(self) -> int:
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return min(1000, self.steps // 50)
+
+    def checkpoint_folder(self) -> Path:
+        """``checkpoint_dir``, or ``OUT.ckpt`` next to the output file."""
+        if self.checkpoint_dir is not None:
+            return Path(self.checkpoint_dir).expanduser().absolute()
+        out = Path(self.out).expanduser().absolute()
+        return out.with_name(out.name + ".ckpt")
+
+
+@dataclass(frozen=True)
+class TeacherProgress:
+    """``step`` of ``total`` done in ``phase``; ``loss`` averaged over the last steps."""
+
+    phase: Phase
+    step: int
+    total: int
+    loss: float = float("nan")
+    steps_per_s: float = 0.0
+    eta_s: float | None = None
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class TeacherResult:
+    """The teacher file written and the record in its sidecar."""
+
+    path: Path
+    sidecar: Path
+    record: dict[str, Any]
+
+
+class Photos:
+    """Random backbone windows (WINDOW px square) cut from a folder of photos; the PDN's
+    input is the centre (:func:`pdn_crop`). Photos are decoded when drawn."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder).expanduser().absolute()
+        if not self.folder.is_dir():
+            raise ConfigError(
+                f"photos {self.folder}: no such folder (point --photos at a folder of generic "
+                f"photos, e.g. ImageNet samples)"
+            )
+        self.files = tuple(list_images(self.folder))
+        if not self.files:
+            raise ConfigError(f"photos {self.folder}: no images found (looked recursively)")
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for path in self.files:
+            digest.update(
+                f"{path.relative_to(self.folder).as_posix()}\0{path.stat().st_size}\n".encode()
+            )
+        return digest.hexdigest()
+
+    def draw(self, rng: np.random.Generator, count: int) -> torch.Tensor:
+        """``count`` augmented windows, float RGB 0..1, [count,3,WINDOW,WINDOW]."""
+        out = np.empty((count, WINDOW, WINDOW, 3), dtype=np.uint8)
+        for i in range(count):
+            image = read_image(self.files[int(rng.integers(len(self.files)))])
+            if image.ndim == 3 and image.shape[2] == 4:
+                image = image[:, :, :3]
+            if image.ndim == 3 and image.shape[2] == 1:
+                image = image[:, :, 0]
+            h, w = image.shape[:2]
+            scale = WINDOW * rng.uniform(*SCALE_RANGE) / min(h, w)
+            size = (max(WINDOW, round(w * scale)), max(WINDOW, round(h * scale)))
+            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            image = cv2.resize(image, size, interpolation=interp)
+            top = int(rng.integers(size[1] - WINDOW + 1))
+            left = int(rng.integers(size[0] - WINDOW + 1))
+            crop = image[top : top + WINDOW, left : left + WINDOW]
+            if rng.random() < 0.5:
+                crop = crop[:, ::-1]
+            if crop.ndim == 3 and rng.random() < GREY_PROBABILITY:
+                crop = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_BGR2GRAY)
+            out[i] = crop[:, :, None] if crop.ndim == 2 else crop[:, :, ::-1]  # BGR -> RGB
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def pdn_crop(window: torch.Tensor) -> torch.Tensor:
+    """The PDN's 256x256 input: the centre of the backbone window."""
+    return window[:, :, CONTEXT : WINDOW - CONTEXT, CONTEXT : WINDOW - CONTEXT]
+
+
+def lr_factor(step: int, *, steps: int, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to FINAL_LR_FACTOR."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return FINAL_LR_FACTOR + (1 - FINAL_LR_FACTOR) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def distillation_loss(
+    pdn: torch.nn.Module,
+    backbone: Backbone,
+    projection: Projection,
+    window: torch.Tensor,
+    *,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """MSE between the PDN's output on the centre of ``window`` (float RGB 0..1, on the
+    networks' device) and the projected backbone features of the whole window."""
+    device_type = window.device.type
+    # On the CPU the backbone stays in float32, so the targets do not depend on --bf16; on
+    # CUDA it shares the PDN's autocast.
+    with torch.autocast(
+        device_type, dtype=autocast_dtype, enabled=device_type == "cuda" and bool(autocast_dtype)
+    ):
+        target = targets(backbone, projection, window).float()
+    x = normalise(pdn_crop(window) * 255.0).contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        prediction = pdn(x)
+    return F.mse_loss(prediction.float(), target)
+
+
+def _projection_windows(photos: Photos, config: TeacherConfig) -> Iterator[torch.Tensor]:
+    rng = np.random.default_rng([config.seed, _PROJECTION_STREAM])
+    for start in range(0, config.projection_images, 16):
+        yield photos.draw(rng, min(16, config.projection_images - start))
+
+
+def _fingerprint(config: TeacherConfig, photos: Photos, backbone: Backbone) -> dict[str, Any]:
+    return {
+        "photos": photos.fingerprint(),
+        "architecture": config.architecture,
+        "backbone": backbone.name,
+        "backbone_layers": list(backbone.layers),
+        "steps": config.steps,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "warmup_steps": config.warmup(),
+        "seed": config.seed,
+        "projection_images": config.projection_images,
+    }
+
+
+def distill(
+    config: TeacherConfig, *, progress: Callable[[TeacherProgress], None] | None = None
+) -> TeacherResult:
+    """Distil a teacher PDN as ``config`` says and write it (fp16) with its sidecar.
+
+    Checkpoints every ``checkpoint_every`` steps, at the end and on Ctrl-C (then raises
+    :class:`TrainingInterrupted`); ``resume`` continues a run with the same options and
+    refuses one with different options.
+    """
+    config.validate()
+    photos = Photos(config.photos)
+    device = resolve_device(config.device)
+    ckpt = checkpoint_path(config.checkpoint_folder())
+    if ckpt.exists() and not config.resume:
+        raise ConfigError(
+            f"a distillation checkpoint exists at {ckpt}: pass --resume to continue it, or "
+            f"delete it (or choose another --checkpoint-dir) to start over"
+        )
+    backbone = load_backbone(config.backbone, weights=config.weights, image_size=WINDOW)
+    fork = [device.index or 0] if device.type == "cuda" else []
+    # The run seeds torch's generators; the caller's generator state is given back after.
+    with torch.random.fork_rng(devices=fork, device_type=device.type):
+        torch.manual_seed(config.seed)
+        return _distill(config, photos, backbone.to(device), device, ckpt, progress)
+
+
+def _distill(
+    config: TeacherConfig,
+    photos: Photos,
+    backbone: Backbone,
+    device: torch.device,
+    ckpt: Path,
+    progress: Callable[[TeacherProgress], None] | None,
+) -> TeacherResult:
+    fingerprint = _fingerprint(config, photos, backbone)
+    precision = precision_for(device, config.bf16)
+    pdn = nets.teacher(config.architecture)
+    # channels_last: oneDNN's and cuDNN's fast convolution layout.
+    pdn.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+    optimizer = torch.optim.Adam(pdn.parameters(), lr=config.lr, weight_decay=WEIGHT_DECAY)
+    warmup = config.warmup()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, steps=config.steps, warmup=warmup)
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
+    history: collections.deque[float] = collections.deque(maxlen=LOSS_WINDOW)
+    step, elapsed, first_loss = 0, 0.0, float("nan")
+    if config.resume and ckpt.exists():
+        state = load_checkpoint(ckpt, fingerprint=fingerprint)
+        pdn.load_state_dict(state["pdn"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        projection = Projection.from_state(state["projection"])
+        step, elapsed = state["step"], state["elapsed_s"]
+        history.extend(state["losses"])
+        first_loss = state["first_loss"]
+        logger.info("resuming %s at step %d of %d", ckpt, step, config.steps)
+    else:
+
+        def report(n: int) -> None:
+            if progress is not None:
+                progress(TeacherProgress("projection", n, config.projection_images))
+
+        report(0)
+        projection = fit_projection(
+            backbone, _projection_windows(photos, config), seed=config.seed, progress=report
+        )
+
+    def save() -> Path:
+        return save_checkpoint(
+            ckpt,
+            {
+                "fingerprint": fingerprint,
+                "pdn": pdn.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "projection": projection.state(),
+                "step": step,
+                "elapsed_s": elapsed,
+                "losses": list(history),
+                "first_loss": first_loss,
+            },
+        )
+
+    logger.info(
+        "distilling %s from %s (%s) for %d steps at batch %d on %s (%s), %d photos",
+        config.architecture,
+        backbone.name,
+        ", ".join(backbone.layers),
+        config.steps,
+        config.batch_size,
+        device,
+        precision.label,
+        len(photos.files),
+    )
+    dtype = precision.autocast_dtype
+    pdn.train()
+    rate_marks: collections.deque[tuple[float, int]] = collections.deque(maxlen=LOSS_WINDOW)
+    started = time.perf_counter() - elapsed
+    try:
+        while step < config.steps:
+            window = photos.draw(step_rng(config.seed, step), config.batch_size).to(device)
+            loss = distillation_loss(pdn, backbone, projection, window, autocast_dtype=dtype)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            value = float(loss.detach())
+            if step == 1:
+                first_loss = value
+            history.append(value)
+            elapsed = time.perf_counter() - started
+            rate_marks.append((elapsed, step))
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                save()
+            if progress is not None:
+                (t0, s0), (t1, s1) = rate_marks[0], rate_marks[-1]
+                rate = (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
+                eta = (config.steps - step) / rate if rate > 0 else None
+                mean_loss = float(np.mean(history))
+                progress(
+                    TeacherProgress(
+                        "distillation", step, config.steps, mean_loss, rate, eta, elapsed
+                    )
+                )
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(step, save() if step > 0 else None) from None
+    return write_teacher(
+        pdn,
+        config.out,
+        {
+            "format": "edge-ad-teacher/1",
+            "architecture": config.architecture,
+            "backbone": backbone.record(),
+            "projection": projection.record(),
+            "targets": "backbone features at the PDN's receptive-field centres (see "
+            "edge_sdk.training.teacher_targets); the PDN sees the centre 256 px of a "
+            f"{WINDOW} px window",
+            "photos": {"folder": str(photos.folder), "count": len(photos.files)},
+            "augmentation": {
+                "scale": list(SCALE_RANGE),
+                "hflip": 0.5,
+                "grey": GREY_PROBABILITY,
+            },
+            "steps": config.steps,
+            "batch_size": config.batch_size,
+            "lr": config.lr,
+            "schedule": f"linear warm-up {warmup} steps, cosine to x{FINAL_LR_FACTOR}",
+            "weight_decay": WEIGHT_DECAY,
+            "seed": config.seed,
+            "precision": precision.label,
+            "device": str(device),
+            "first_loss": first_loss,
+            "final_loss": float(np.mean(history)) if history else None,
+            "wall_time_s": round(elapsed, 1),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+    )
+
+
+def write_teacher(
+    pdn: torch.nn.Module, out: str | os.PathLike[str], record: dict[str, Any]
+) -> TeacherResult:
+    """Save ``pdn``'s state dict as float16 to ``out`` (atomically) and ``OUT.json`` beside it,
+    with the file's sha256 added to ``record``."""
+    path = Path(out).expanduser().absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Plain tensors in the reference's key layout, contiguous (channels_last would be saved
+    # as strided storage that other loaders need not expect).
+    state = {
+        k: v.detach().cpu().contiguous().to(torch.float16) for k, v in pdn.state_dict().items()
+    }
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    record = {**record, "file": path.name, "sha256": digest, "dtype": "float16"}
+    sidecar = path.with_name(path.name + ".json")
+    sidecar.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    logger.info("wrote teacher %s (%d bytes) and %s", path, path.stat().st_size, sidecar.name)
+    return TeacherResult(path=path, sidecar=sidecar, record=record)

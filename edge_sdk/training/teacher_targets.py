@@ -1,0 +1,194 @@
+"""What a teacher PDN is distilled to: backbone features at the PDN's own output grid,
+projected to 384 channels by a PCA fitted on the photos, normalised per channel.
+
+Geometry. The unpadded PDN maps a 256x256 input to 56x56: output ``i`` sees input pixels
+``4i .. 4i+32`` (receptive field 33, stride 4), centred at ``4i + 16.5``. The backbone sees
+a larger window, the PDN's crop plus :data:`CONTEXT` pixels on every side, so its features
+at the crop's border are not zero-padding artefacts. Each backbone layer is sampled
+bilinearly at the centres of the PDN's receptive fields (not resized to 56x56, which would
+shift the targets by up to 14 px at the borders), at a 3x3 neighbourhood of points
+:data:`NEIGHBOUR_PX` apart, so the target describes the patch the PDN sees rather than one
+point; the neighbourhood is skipped when the layers alone have 384 channels or more.
+
+The projection is fitted once (covariance accumulated in float64, eigenvectors with a fixed
+sign) and stored as one affine map, ``target = A @ feature + b``, that also standardises the
+inputs and whitens the outputs, so every target channel has mean 0 and variance 1 on the
+photos it was fitted on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from edge_sdk.errors import ConfigError
+from edge_sdk.training.backbones import Backbone
+from edge_sdk.training.networks import IMAGE_SIZE, TEACHER_CHANNELS
+
+logger = logging.getLogger(__name__)
+
+CONTEXT = 32
+WINDOW = IMAGE_SIZE + 2 * CONTEXT
+OUT_GRID = 56
+PDN_STRIDE, PDN_FIELD = 4, 33
+NEIGHBOUR_PX = 8
+# Every second row and column of the grid is plenty for a covariance, at a quarter the cost.
+_FIT_SUBSAMPLE = 2
+
+
+def sample_points(neighbourhood: bool) -> torch.Tensor:
+    """grid_sample coordinates [K,56,56,2] (x, y in -1..1 of the window) of the receptive-field
+    centres, once per neighbour offset (K = 9 or 1)."""
+    centres = CONTEXT + PDN_STRIDE * torch.arange(OUT_GRID, dtype=torch.float64) + PDN_FIELD / 2
+    offsets = (-NEIGHBOUR_PX, 0, NEIGHBOUR_PX) if neighbourhood else (0,)
+    grids = []
+    for dy in offsets:
+        for dx in offsets:
+            y, x = torch.meshgrid(centres + dy, centres + dx, indexing="ij")
+            grids.append(torch.stack([x, y], dim=-1) * (2.0 / WINDOW) - 1.0)
+    return torch.stack(grids).to(torch.float32)
+
+
+def uses_neighbourhood(backbone: Backbone) -> bool:
+    return sum(backbone.channels) < TEACHER_CHANNELS
+
+
+def raw_features(backbone: Backbone, window: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Backbone features of ``window`` (float RGB 0..1, [N,3,WINDOW,WINDOW]) sampled at
+    ``points``: [N, K * sum(channels), 56, 56]."""
+    n = window.shape[0]
+    out = []
+    for feature in backbone(window):
+        feature = feature.float()
+        for grid in points.to(feature.device):
+            out.append(
+                F.grid_sample(
+                    feature,
+                    grid.expand(n, -1, -1, -1),
+                    mode="bilinear",
+                    padding_mode="border",
+                    align_corners=False,
+                )
+            )
+    return torch.cat(out, dim=1)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """The affine map from raw features to targets, and how it was fitted."""
+
+    weight: torch.Tensor  # [384, D] float32
+    bias: torch.Tensor  # [384] float32
+    explained_variance: float  # share of the standardised features' variance kept
+    samples: int  # feature vectors the covariance saw
+    images: int
+    seed: int
+
+    def apply(self, features: torch.Tensor) -> torch.Tensor:
+        """[N,D,H,W] raw features -> [N,384,H,W] normalised targets."""
+        w = self.weight.to(features.device)
+        b = self.bias.to(features.device)
+        return torch.einsum("od,ndhw->nohw", w, features) + b.view(1, -1, 1, 1)
+
+    def state(self) -> dict[str, object]:
+        return {
+            "weight": self.weight,
+            "bias": self.bias,
+            "explained_variance": self.explained_variance,
+            "samples": self.samples,
+            "images": self.images,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> Projection:
+        return cls(**state)  # type: ignore[arg-type]
+
+    def record(self) -> dict[str, object]:
+        return {
+            "kind": "pca",
+            "input_dims": int(self.weight.shape[1]),
+            "output_channels": int(self.weight.shape[0]),
+            "explained_variance": round(self.explained_variance, 4),
+            "fitted_on_images": self.images,
+            "fitted_on_vectors": self.samples,
+            "seed": self.seed,
+            "normalisation": "inputs standardised, outputs whitened (per-channel mean 0, std 1)",
+        }
+
+
+def fit_projection(
+    backbone: Backbone,
+    windows: Iterable[torch.Tensor],
+    *,
+    seed: int,
+    progress: Callable[[int], None] | None = None,
+) -> Projection:
+    """PCA of the backbone features of ``windows`` (batches of float RGB 0..1) to 384 channels.
+
+    Deterministic for the same windows. Raises :class:`ConfigError` when the features have fewer
+    than 384 dimensions or there are fewer vectors than dimensions.
+    """
+    points = sample_points(uses_neighbourhood(backbone))
+    total: torch.Tensor | None = None
+    outer: torch.Tensor | None = None
+    count = images = 0
+    with torch.no_grad():
+        for window in windows:
+            f = raw_features(backbone, window, points)[..., ::_FIT_SUBSAMPLE, ::_FIT_SUBSAMPLE]
+            x = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]).to(torch.float64).cpu()
+            total = x.sum(0) if total is None else total + x.sum(0)
+            outer = x.T @ x if outer is None else outer + x.T @ x
+            count += x.shape[0]
+            images += window.shape[0]
+            if progress is not None:
+                progress(images)
+    if total is None or outer is None:
+        raise ConfigError("no photos to fit the projection on")
+    dims = total.numel()
+    if dims < TEACHER_CHANNELS or count <= dims:
+        raise ConfigError(
+            f"projection: need at least {TEACHER_CHANNELS} feature dimensions and more vectors "
+            f"than dimensions, found {dims} dimensions and {count} vectors (use more photos)"
+        )
+    mean = total / count
+    cov = outer / count - torch.outer(mean, mean)
+    # A dead channel (ReLU6 that never fires on these photos) has zero variance.
+    std = cov.diagonal().clamp_min(1e-12).sqrt()
+    corr = cov / torch.outer(std, std)
+    eigvals, eigvecs = torch.linalg.eigh(corr)
+    order = torch.argsort(eigvals, descending=True)[:TEACHER_CHANNELS]
+    vals, vecs = eigvals[order].clamp_min(1e-12), eigvecs[:, order].T  # [384, D]
+    # Eigenvectors are defined up to sign; fix it so a refit gives the same teacher targets.
+    signs = torch.sign(vecs.gather(1, vecs.abs().argmax(1, keepdim=True)))
+    vecs = vecs * signs
+    weight = vecs / vals.sqrt().unsqueeze(1) / std.unsqueeze(0)
+    bias = -(weight @ mean)
+    explained = float(vals.sum() / eigvals.clamp_min(0).sum())
+    logger.info(
+        "projection %d -> %d channels keeps %.1f %% of the variance (%d vectors, %d images)",
+        dims,
+        TEACHER_CHANNELS,
+        100 * explained,
+        count,
+        images,
+    )
+    return Projection(
+        weight=weight.to(torch.float32),
+        bias=bias.to(torch.float32),
+        explained_variance=explained,
+        samples=count,
+        images=images,
+        seed=seed,
+    )
+
+
+def targets(backbone: Backbone, projection: Projection, window: torch.Tensor) -> torch.Tensor:
+    """The distillation targets [N,384,56,56] of ``window`` (float RGB 0..1)."""
+    with torch.no_grad():
+        points = sample_points(uses_neighbourhood(backbone))
+        return projection.apply(raw_features(backbone, window, points))

