@@ -143,7 +143,7 @@ def test_teacher_channel_stats_equal_the_reference_two_pass() -> None:
 def test_module_doctests() -> None:
     import doctest
 
-    from edge_sdk.training import data, demo, losses, recipe
+    from edge_sdk.training import data, losses, recipe
 
-    for module in (data, demo, losses, recipe):
+    for module in (data, losses, recipe):
         assert doctest.testmod(module).failed == 0, module.__name__
