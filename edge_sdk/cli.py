@@ -157,10 +157,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from edge_sdk import demo
 
         out_dir = Path(args.out or "edge-ad-demo").expanduser().absolute()
-        print(
-            "demo: building the demo bundle (first run only, a few minutes on a CPU) ...",
-            file=sys.stderr,
-        )
+        if not demo.demo_bundle_path().exists():
+            print(
+                "demo: building the demo bundle (first run only, a few minutes on a CPU) ...",
+                file=sys.stderr,
+            )
         bundle = demo.demo_bundle(progress=_progress_printer())
         overrides = {
             **demo.demo_overrides(out_dir, bundle),

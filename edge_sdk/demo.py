@@ -59,9 +59,13 @@ def capture_good_frames(folder: Path, *, count: int = DEMO_FRAMES, every: int = 
     return saved
 
 
+def demo_bundle_path(steps: int = DEMO_STEPS) -> Path:
+    return cache_dir() / f"demo-viky-s-{steps}.bundle"
+
+
 def demo_bundle(*, steps: int = DEMO_STEPS, rebuild: bool = False, progress: Any = None) -> Path:
     """The cached demo bundle, built first if needed (needs the train extra)."""
-    out = cache_dir() / f"demo-viky-s-{steps}.bundle"
+    out = demo_bundle_path(steps)
     if out.exists() and not rebuild:
         return out
     from edge_sdk.training.train import TrainConfig, cpu_has_fast_bf16, train
