@@ -162,7 +162,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "demo: building the demo bundle (first run only, a few minutes on a CPU) ...",
                 file=sys.stderr,
             )
-        bundle = demo.demo_bundle(progress=_progress_printer())
+        from edge_sdk.training.commands import ProgressPrinter
+
+        bundle = demo.demo_bundle(progress=ProgressPrinter(sys.stderr))
         overrides = {
             **demo.demo_overrides(out_dir, bundle),
             **{k: v for k, v in overrides.items() if v is not None},
@@ -307,26 +309,6 @@ def cmd_optimize(args: argparse.Namespace) -> int:
             )
         print(f"wrote {args.out}")
     return EXIT_OK
-
-
-def _progress_printer() -> Any:
-    """Training progress on one updating line (a TTY) or a line every 10 % (a log)."""
-    last = [-1]
-
-    def show(p: Any) -> None:
-        if not p.total:
-            return
-        eta = f", {p.eta_s:.0f} s left" if p.eta_s is not None else ""
-        text = f"  {p.phase} {p.step}/{p.total}{eta}"
-        if sys.stderr.isatty():
-            print("\r" + text, end="", file=sys.stderr, flush=True)
-            if p.step == p.total:
-                print(file=sys.stderr)
-        elif p.step * 10 // p.total != last[0]:
-            last[0] = p.step * 10 // p.total
-            print(text, file=sys.stderr)
-
-    return show
 
 
 def cmd_bundle_info(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from edge_sdk.errors import EdgeADError
 
 if TYPE_CHECKING:
-    from edge_sdk.training.train import Progress
+    pass
 
 EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 4, 130
 MODELS = {"s": "efficientad-s", "m": "efficientad-m"}
@@ -88,13 +88,23 @@ def _usage_error(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _duration(seconds: float | None) -> str:
+def duration_text(seconds: float | None) -> str:
     if seconds is None:
         return "?"
     s = int(seconds)
     if s >= 3600:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     return f"{s // 60}m{s % 60:02d}s"
+
+
+def resume_hint(exc: Any) -> str:
+    """What an interrupted run left behind (a TrainingInterrupted) and how to go on."""
+    if exc.checkpoint is None:
+        return "no checkpoint was written"
+    return (
+        f"checkpoint of step {exc.step} in {exc.checkpoint}; run the same command with "
+        "--resume to continue"
+    )
 
 
 class ProgressPrinter:
@@ -109,7 +119,7 @@ class ProgressPrinter:
         self._phase = ""
         self._width = 0
 
-    def format(self, p: Progress) -> str:
+    def format(self, p: Any) -> str:
         if p.phase == "statistics":
             return f"teacher statistics  {p.step}/{p.total} images"
         if p.phase == "export":
@@ -118,11 +128,11 @@ class ProgressPrinter:
         return (
             f"train {p.step}/{p.total} {100 * p.step / p.total:5.1f}%  "
             f"loss {p.losses.get('total', float('nan')):.4f} ({terms})  "
-            f"{p.steps_per_s:.2f} steps/s  elapsed {_duration(p.elapsed_s)}  "
-            f"left {_duration(p.eta_s)}"
+            f"{p.steps_per_s:.2f} steps/s  elapsed {duration_text(p.elapsed_s)}  "
+            f"left {duration_text(p.eta_s)}"
         )
 
-    def __call__(self, p: Progress) -> None:
+    def __call__(self, p: Any) -> None:
         now = time.monotonic()
         changed = p.phase != self._phase
         done = p.step >= p.total
@@ -187,13 +197,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train(config, progress=printer)
     except TrainingInterrupted as exc:
         printer.close()
-        where = (
-            f"checkpoint of step {exc.step} in {exc.checkpoint}; run the same command with "
-            f"--resume to continue"
-            if exc.checkpoint is not None
-            else "no checkpoint was written"
-        )
-        print(f"edge-ad train: interrupted: {where}", file=sys.stderr)
+        print(f"edge-ad train: interrupted: {resume_hint(exc)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         # After training: the final checkpoint is written, and --resume goes straight to export.
@@ -213,6 +217,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     losses = ", ".join(f"{k} {v:.4f}" for k, v in record["losses"].items())
     print(
         f"wrote {result.bundle}: {record['recipe']['architecture']}, {record['steps']} steps "
-        f"on {record['device']} in {_duration(record['wall_time_s'])}; final losses {losses}"
+        f"on {record['device']} in {duration_text(record['wall_time_s'])}; final losses {losses}"
     )
     return EXIT_OK

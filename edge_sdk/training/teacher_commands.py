@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from edge_sdk.errors import EdgeADError
 from edge_sdk.training.commands import (
@@ -19,8 +18,10 @@ from edge_sdk.training.commands import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
-    LINE_INTERVAL_S,
     MODELS,
+    ProgressPrinter,
+    duration_text,
+    resume_hint,
 )
 
 if TYPE_CHECKING:
@@ -65,52 +66,17 @@ def add_pretrain_teacher_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    s = int(seconds)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+class TeacherProgressPrinter(ProgressPrinter):
+    """ProgressPrinter's rendering, with the distillation's phases and single loss."""
 
-
-class TeacherProgressPrinter:
-    """One updating line on a terminal; otherwise a line every LINE_INTERVAL_S seconds."""
-
-    def __init__(self, stream: TextIO, *, tty: bool | None = None) -> None:
-        self.stream = stream
-        self.tty = stream.isatty() if tty is None else tty
-        self._last = 0.0
-        self._phase = ""
-
-    @staticmethod
-    def format(p: TeacherProgress) -> str:
+    def format(self, p: TeacherProgress) -> str:
         if p.phase == "projection":
             return f"fitting the projection  {p.step}/{p.total} photos"
         return (
             f"distil {p.step}/{p.total} {100 * p.step / p.total:5.1f}%  loss {p.loss:.4f}  "
-            f"{p.steps_per_s:.2f} steps/s  elapsed {_duration(p.elapsed_s)}  "
-            f"left {_duration(p.eta_s)}"
+            f"{p.steps_per_s:.2f} steps/s  elapsed {duration_text(p.elapsed_s)}  "
+            f"left {duration_text(p.eta_s)}"
         )
-
-    def __call__(self, p: TeacherProgress) -> None:
-        now = time.monotonic()
-        changed, done = p.phase != self._phase, p.step >= p.total
-        if self.tty:
-            if changed and self._phase:
-                self.stream.write("\n")
-            if changed or done or now - self._last >= 0.25:
-                self.stream.write("\r\033[K" + self.format(p))
-                self._last = now
-        elif changed or done or now - self._last >= LINE_INTERVAL_S:
-            self.stream.write(self.format(p) + "\n")
-            self._last = now
-        self._phase = p.phase
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty and self._phase:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._phase = ""
 
 
 def cmd_pretrain_teacher(args: argparse.Namespace) -> int:
@@ -152,13 +118,7 @@ def cmd_pretrain_teacher(args: argparse.Namespace) -> int:
         result = distill(config, progress=printer)
     except TrainingInterrupted as exc:
         printer.close()
-        where = (
-            f"checkpoint of step {exc.step} in {exc.checkpoint}; run the same command with "
-            f"--resume to continue"
-            if exc.checkpoint is not None
-            else "no checkpoint was written"
-        )
-        print(f"edge-ad pretrain-teacher: interrupted: {where}", file=sys.stderr)
+        print(f"edge-ad pretrain-teacher: interrupted: {resume_hint(exc)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except EdgeADError as exc:
         printer.close()
@@ -169,6 +129,6 @@ def cmd_pretrain_teacher(args: argparse.Namespace) -> int:
     print(
         f"wrote {result.path} and {result.sidecar.name}: {r['architecture']} teacher from "
         f"{r['backbone']['name']}, {r['steps']} steps on {r['device']} in "
-        f"{_duration(r['wall_time_s'])}; loss {r['first_loss']:.4f} -> {r['final_loss']:.4f}"
+        f"{duration_text(r['wall_time_s'])}; loss {r['first_loss']:.4f} -> {r['final_loss']:.4f}"
     )
     return EXIT_OK
