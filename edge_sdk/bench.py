@@ -24,15 +24,33 @@ from edge_sdk.inspector import Inspector
 log = logging.getLogger(__name__)
 
 
+_CPU_DEVICES = ("cpu", "openvino")
+
+
 @dataclass(frozen=True)
 class BenchOptions:
-    device: str = "cpu"
+    devices: tuple[str, ...] = ()  # empty: every provider installed (see `installed_devices`)
     variants: tuple[str, ...] = ()  # empty: every graph in the bundle
     batches: tuple[int, ...] = (1, 8)
     rounds: int = 20
     frame: tuple[int, int] = (256, 256)  # camera frame height, width (mono8)
     threads: int = 0
     reference: bool = True
+
+
+def installed_devices() -> tuple[str, ...]:
+    """The devices this onnxruntime can run: cpu, plus openvino, cuda, tensorrt if present."""
+    from edge_sdk.engine import available_providers
+    from edge_sdk.errors import require
+
+    ort = require("onnxruntime", extra="gpu", feature="benchmarks")
+    have = available_providers(ort)
+    named = {
+        "openvino": "OpenVINOExecutionProvider",
+        "cuda": "CUDAExecutionProvider",
+        "tensorrt": "TensorrtExecutionProvider",
+    }
+    return ("cpu", *(d for d, p in named.items() if p in have))
 
 
 def _summary(ms: list[float]) -> dict[str, float]:
@@ -43,16 +61,18 @@ def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
     """Measure and return a JSON-ready report (see `format_report`)."""
     bundle = Bundle.open(bundle_path)
     spec = bundle.manifest.model.input
+    devices = options.devices or installed_devices()
     variants = options.variants or tuple(bundle.variants())
     max_batch = max(options.batches)
     inspectors = {
-        v: Inspector.open(
+        (d, v): Inspector.open(
             bundle,
-            device=options.device,  # type: ignore[arg-type]
+            device=d,  # type: ignore[arg-type]
             variant=v,
             threads=options.threads,
             max_batch=max_batch,
         )
+        for d in devices
         for v in variants
     }
     rng = np.random.default_rng(0)
@@ -66,9 +86,9 @@ def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
 
     tasks: dict[str, Callable[..., Any]] = {}
     stage_log: dict[str, dict[str, list[float]]] = {}
-    for v, inspector in inspectors.items():
+    for (d, v), inspector in inspectors.items():
         for b in options.batches:
-            key = f"{v}/batch{b}"
+            key = f"{d}/{v}/batch{b}"
             stage_log[key] = {"preprocess": [], "infer": [], "decide": []}
 
             def task(inspector: Inspector = inspector, b: int = b, key: str = key) -> Any:
@@ -88,7 +108,7 @@ def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
         else:
             reference = torch_reference(bundle, options.threads)
     if reference is not None:
-        tasks["pytorch-eager-fp32/batch1"] = lambda: reference(prepared[:1])
+        tasks["pytorch-eager/fp32/batch1"] = lambda: reference(prepared[:1])
     for task in tasks.values():  # warm-up
         task()
     times: dict[str, list[float]] = {k: [] for k in tasks}
@@ -100,9 +120,12 @@ def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
 
     rows = []
     for key, ms in times.items():
-        batch = int(key.rsplit("batch", 1)[1])
+        device, variant, batch_text = key.split("/")
+        batch = int(batch_text.removeprefix("batch"))
         row: dict[str, Any] = {
             "name": key,
+            "device": device,
+            "variant": variant,
             "batch": batch,
             "batch_ms": _summary(ms),
             "per_image_ms": statistics.median(ms) / batch,
@@ -113,21 +136,19 @@ def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
                 s: statistics.median(v) for s, v in stage_log[key].items()
             }
         rows.append(row)
-    floors = _floors(bundle, options) if options.device in ("cpu", "auto") else {}
+    floors = _floors(bundle, variants, options) if set(devices) & set(_CPU_DEVICES) else {}
     for row in rows:
-        variant = row["name"].split("/")[0]
-        if variant in floors:
-            row["floor_ms"] = floors[variant]["floor_ms"]
-            row["x_floor"] = row["per_image_ms"] / floors[variant]["floor_ms"]
-    ref_row = next((r for r in rows if r["name"].startswith("pytorch")), None)
+        if row["device"] in _CPU_DEVICES and row["variant"] in floors:
+            row["floor_ms"] = floors[row["variant"]]["floor_ms"]
+            row["x_floor"] = row["per_image_ms"] / row["floor_ms"]
+    ref_row = next((r for r in rows if r["device"] == "pytorch-eager"), None)
     if ref_row is not None:
         for row in rows:
             row["speedup_vs_reference"] = ref_row["per_image_ms"] / row["per_image_ms"]
-    first = next(iter(inspectors.values()))
     return {
         "bundle": str(bundle.path),
         "architecture": bundle.manifest.model.architecture,
-        "provider": first.provider,
+        "providers": {d: inspectors[d, variants[0]].provider for d in devices},
         "frame": f"{w}x{h} mono8",
         "rounds": options.rounds,
         "threads": options.threads,
@@ -137,8 +158,11 @@ def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
     }
 
 
-def _floors(bundle: Bundle, options: BenchOptions) -> dict[str, dict[str, float]]:
-    """Per numeric kind, the model's convolutions at this machine's measured peak."""
+def _floors(
+    bundle: Bundle, variants: tuple[str, ...], options: BenchOptions
+) -> dict[str, dict[str, Any]]:
+    """Per numeric kind, the model's convolutions at this machine's best measured peak
+    (the fastest CPU provider installed, whichever is being benchmarked)."""
     try:
         from edge_sdk.peak import conv_macs, measure_peak
 
@@ -146,24 +170,32 @@ def _floors(bundle: Bundle, options: BenchOptions) -> dict[str, dict[str, float]
     except ImportError as exc:
         log.warning("no floor estimate (%s)", exc)
         return {}
-    out = {}
+    cpu_side = [d for d in installed_devices() if d in _CPU_DEVICES]
+    out: dict[str, dict[str, Any]] = {}
     for variant, int8 in (("fp32", False), ("fp16", False), ("int8", True)):
-        if variant not in bundle.variants():
+        if variant not in variants:
             continue
-        peak = max(measure_peak(int8=int8, threads=options.threads)["gops"] for _ in range(2))
+        by_device = {
+            d: max(measure_peak(int8=int8, threads=options.threads, device=d)["gops"] for _ in "ab")
+            for d in cpu_side
+        }
+        best = max(by_device, key=by_device.__getitem__)
         out[variant] = {
-            "peak_gops": peak,
+            "peak_gops": by_device[best],
+            "peak_device": best,
+            "peak_gops_by_device": by_device,
             "gmac": macs / 1e9,
-            "floor_ms": 2 * macs / (peak * 1e9) * 1e3,
+            "floor_ms": 2 * macs / (by_device[best] * 1e9) * 1e3,
         }
     return out
 
 
 def format_report(report: dict[str, Any]) -> str:
+    providers = ", ".join(f"{d}={p}" for d, p in report["providers"].items())
     lines = [
-        f"{report['architecture']} on {report['provider']}, frame {report['frame']}, "
-        f"{report['rounds']} interleaved rounds",
-        f"{'graph / batch':<26}{'p50 ms':>9}{'p99 ms':>9}{'ms/img':>9}{'img/s':>8}"
+        f"{report['architecture']}, frame {report['frame']}, {report['rounds']} interleaved "
+        f"rounds ({providers})",
+        f"{'device / graph / batch':<30}{'p50 ms':>9}{'p99 ms':>9}{'ms/img':>9}{'img/s':>8}"
         f"{'pre':>7}{'infer':>8}{'decide':>7}{'x ref':>7}{'x floor':>8}",
     ]
     for row in report["rows"]:
@@ -172,13 +204,14 @@ def format_report(report: dict[str, Any]) -> str:
         speed = f"{row['speedup_vs_reference']:7.2f}" if "speedup_vs_reference" in row else ""
         speed += f"{row['x_floor']:8.2f}" if "x_floor" in row else ""
         lines.append(
-            f"{row['name']:<26}{row['batch_ms']['p50']:9.1f}"
+            f"{row['name']:<30}{row['batch_ms']['p50']:9.1f}"
             f"{row['batch_ms']['p99']:9.1f}{row['per_image_ms']:9.1f}"
             f"{row['images_per_s']:8.2f}{stage}{speed}"
         )
     for variant, peak in report.get("peaks", {}).items():
+        each = ", ".join(f"{d} {g:.0f}" for d, g in peak["peak_gops_by_device"].items())
         lines.append(
-            f"floor {variant}: {peak['gmac']:.1f} GMAC at the measured peak of "
-            f"{peak['peak_gops']:.0f} GOP/s = {peak['floor_ms']:.1f} ms per image"
+            f"floor {variant}: {peak['gmac']:.1f} GMAC at the best measured peak of "
+            f"{peak['peak_gops']:.0f} GOP/s ({each}) = {peak['floor_ms']:.1f} ms per image"
         )
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edge_sdk.engine import DEVICES
 from edge_sdk.errors import EdgeADError
 
 EXIT_OK, EXIT_NOK, EXIT_USAGE, EXIT_ERROR_VERDICT, EXIT_FAILED = 0, 1, 2, 3, 4
@@ -249,7 +250,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edge_sdk.bench import BenchOptions, format_report, run_bench
 
     options = BenchOptions(
-        device=args.device,
+        devices=tuple(args.devices or ()),
         variants=tuple(args.variants or ()),
         batches=args.batches,
         rounds=args.rounds,
@@ -388,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--bundle", required=True, help="the *.bundle file or directory")
     p.add_argument("--out", help="folder for overlays and results.jsonl")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"])
+    p.add_argument("--device", default="auto", choices=list(DEVICES))
     p.add_argument("--variant", help="graph variant (fp32, fp16, int8); default: best for device")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0: one per core)")
     p.add_argument("--batch", type=int, default=1, help="images per graph run")
@@ -416,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--camera", help="camera alias, serial, user-defined name or index")
     r.add_argument("--bundle", help="the *.bundle file or directory")
     r.add_argument("--config", help="line config YAML (see edge_sdk/config.py)")
-    r.add_argument("--device", choices=["auto", "cpu", "cuda", "tensorrt"])
+    r.add_argument("--device", choices=list(DEVICES))
     r.add_argument("--mode", choices=["per_part", "free_run"])
     r.add_argument("--deadline-ms", type=float, help="acquisition-to-verdict deadline")
     r.add_argument("--folder", help="replay the images of a folder instead of a camera")
@@ -450,7 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     bb = sub.add_parser("bench", help="latency and throughput, against a PyTorch reference")
     bb.add_argument("--bundle", required=True)
-    bb.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "tensorrt"])
+    bb.add_argument(
+        "--device",
+        dest="devices",
+        action="append",
+        choices=[d for d in DEVICES if d != "auto"],
+        help="provider to measure (repeatable; default: every one installed)",
+    )
     bb.add_argument(
         "--variant",
         dest="variants",

@@ -14,7 +14,7 @@ Example:
     cameras: {cam0: "0"}
     profile: ../calibration/viky-mono8.yaml
     bundle: screw.bundle
-    device: auto                       # auto | cpu | cuda | tensorrt
+    device: auto                       # auto | cpu | openvino | cuda | tensorrt
     mode: per_part                     # per_part | free_run
     deadline_ms: 500
     sinks:
@@ -73,7 +73,7 @@ class LineConfig(_Strict):
     folder: FolderConfig | None = None
     video: VideoConfig | None = None
     bundle: Path
-    device: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
+    device: Literal["auto", "cpu", "openvino", "cuda", "tensorrt"] = "auto"
     variant: str | None = None
     threads: int = Field(0, ge=0)
     mode: Literal["per_part", "free_run"] = "per_part"

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 PREFERRED_PROVIDERS = (
     "TensorrtExecutionProvider",
     "CUDAExecutionProvider",
+    "OpenVINOExecutionProvider",
     "CPUExecutionProvider",
 )
 _GPU_PROVIDERS = PREFERRED_PROVIDERS[:2]
@@ -196,7 +197,9 @@ def _onnxruntime(problems: list[str]) -> dict[str, Any]:
     except Exception as exc:
         # The package check above has already reported it as a problem.
         return {"error": f"onnxruntime cannot be imported: {type(exc).__name__}: {exc}"}
-    available = list(ort.get_available_providers())
+    from edge_sdk.engine import available_providers
+
+    available = available_providers(ort)
     preferred = {name: name in available for name in PREFERRED_PROVIDERS}
     if not any(preferred[name] for name in _GPU_PROVIDERS):
         problems.append(

@@ -113,8 +113,14 @@ def test_pytorch_reference_runs_the_same_weights(s_bundle: Path) -> None:
 def test_bench_report(s_bundle: Path) -> None:
     from edge_sdk.bench import BenchOptions, format_report, run_bench
 
-    report = run_bench(str(s_bundle), BenchOptions(rounds=1, batches=(1, 2)))
+    options = BenchOptions(devices=("cpu",), rounds=1, batches=(1, 2))
+    report = run_bench(str(s_bundle), options)
     names = [r["name"] for r in report["rows"]]
-    assert names == ["fp32/batch1", "fp32/batch2", "pytorch-eager-fp32/batch1"]
+    assert names == ["cpu/fp32/batch1", "cpu/fp32/batch2", "pytorch-eager/fp32/batch1"]
     assert all(r["speedup_vs_reference"] > 0 for r in report["rows"])
-    assert "pytorch-eager-fp32" in format_report(report)
+    assert "pytorch-eager/fp32" in format_report(report)
+    peak = report["peaks"]["fp32"]
+    assert peak["peak_gops"] == max(peak["peak_gops_by_device"].values())
+    assert report["rows"][0]["x_floor"] == pytest.approx(
+        report["rows"][0]["per_image_ms"] / peak["floor_ms"]
+    )

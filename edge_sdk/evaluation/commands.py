@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_USAGE = 0, 2
-DEVICES = ["auto", "cpu", "cuda", "tensorrt"]
+DEVICES = ["auto", "cpu", "openvino", "cuda", "tensorrt"]
 POLICY_CHOICES = ["frr", "f1", "zero-escape", "strict"]
 
 

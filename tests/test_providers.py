@@ -1,0 +1,79 @@
+"""Provider choice: the order asked of ONNX Runtime, and OpenVINO (the plugin execution
+provider) run for real when its wheel is installed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_sdk import Inspector
+from edge_sdk.engine import EngineOptions, provider_chain
+from edge_sdk.errors import EngineError
+
+_CPU, _OV = "CPUExecutionProvider", "OpenVINOExecutionProvider"
+_CUDA, _TRT = "CUDAExecutionProvider", "TensorrtExecutionProvider"
+
+
+def _names(chain: list) -> list[str]:
+    return [c if isinstance(c, str) else c[0] for c in chain]
+
+
+def test_auto_prefers_openvino_on_a_cpu_box() -> None:
+    assert _names(provider_chain("auto", [_OV, _CPU], EngineOptions())) == [_OV, _CPU]
+    assert _names(provider_chain("auto", [_CPU], EngineOptions())) == [_CPU]
+
+
+def test_auto_leaves_openvino_out_when_a_gpu_leads() -> None:
+    chain = provider_chain("auto", [_TRT, _CUDA, _OV, _CPU], EngineOptions())
+    assert _names(chain) == [_TRT, _CUDA, _CPU]
+
+
+def test_openvino_runs_float_layers_in_float32_with_the_threads_asked() -> None:
+    (name, opts), _ = provider_chain("openvino", [_OV, _CPU], EngineOptions(threads=3))
+    config = json.loads(opts["load_config"])["CPU"]
+    assert name == _OV
+    assert config["INFERENCE_PRECISION_HINT"] == "f32"
+    assert config["INFERENCE_NUM_THREADS"] == "3"
+    assert config["PERFORMANCE_HINT"] == "LATENCY"
+    (_, default), _ = provider_chain("openvino", [_OV, _CPU], EngineOptions())
+    assert "INFERENCE_NUM_THREADS" not in json.loads(default["load_config"])["CPU"]
+
+
+def test_forced_openvino_without_the_plugin_says_what_to_install() -> None:
+    with pytest.raises(EngineError, match=r"edge-ad\[openvino\]"):
+        provider_chain("openvino", [_CPU], EngineOptions())
+
+
+@pytest.fixture(scope="module")
+def openvino() -> None:
+    pytest.importorskip("onnxruntime_ep_openvino", reason="pip install 'edge-ad[openvino]'")
+
+
+def test_openvino_matches_the_cpu_provider_on_the_fp32_graph(s_bundle: Path, openvino) -> None:
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (300, 420), dtype=np.uint8) for _ in range(2)]
+    with (
+        Inspector.open(s_bundle, device="cpu") as cpu,
+        Inspector.open(s_bundle, device="openvino") as ov,
+    ):
+        assert ov.provider == _OV and cpu.provider == _CPU
+        for image in images:
+            a, b = cpu.inspect(image), ov.inspect(image)
+            # float32 in both (the precision hint): no bfloat16 drift on AMX CPUs.
+            assert b.score == pytest.approx(a.score, rel=1e-4)
+            assert a.anomaly_map is not None and b.anomaly_map is not None
+            np.testing.assert_allclose(
+                b.anomaly_map, a.anomaly_map, rtol=1e-3, atol=1e-4 * np.abs(a.anomaly_map).max()
+            )
+
+
+def test_openvino_is_what_auto_picks_and_peak_runs_on_it(s_bundle: Path, openvino) -> None:
+    from edge_sdk.peak import measure_peak
+
+    with Inspector.open(s_bundle) as auto:
+        assert auto.provider == _OV
+    peak = measure_peak(int8=True, rounds=2, device="openvino")
+    assert peak["gops"] > 0 and peak["gmac"] > 1
