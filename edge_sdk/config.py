@@ -76,6 +76,10 @@ class LineConfig(_Strict):
     device: Literal["auto", "cpu", "openvino", "cuda", "tensorrt"] = "auto"
     variant: str | None = None
     threads: int = Field(0, ge=0)
+    # TensorRT: where built engines are kept between starts (the unit sets
+    # EDGE_AD_TRT_CACHE_DIR to its CacheDirectory); none: rebuilt on every start.
+    trt_cache_dir: Path | None = None
+    cuda_graph: bool = False
     mode: Literal["per_part", "free_run"] = "per_part"
     deadline_ms: float = Field(1000.0, gt=0)
     queue_size: int = Field(64, ge=1)
@@ -87,7 +91,7 @@ class LineConfig(_Strict):
     stall_after_s: float = Field(5.0, gt=0)
 
 
-_PATH_KEYS = ("bundle", "profile")
+_PATH_KEYS = ("bundle", "profile", "trt_cache_dir")
 _SINK_PATH_KEYS = ("path", "root", "tls_ca_file")
 
 

@@ -12,10 +12,11 @@ Runtime's own CPU kernels on the same QDQ graph.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,8 +52,14 @@ class EngineOptions:
     threads: int = 0
     # Spinning threads burn the cores the camera and sinks need between frames.
     allow_spinning: bool = False
+    # TensorRT engines are built on the first start (minutes) and reused from here after;
+    # each graph gets its own subfolder named by its sha256, so a new bundle never loads a
+    # stale engine built for other weights.
     trt_cache_dir: Path | None = None
     trt_fp16: bool = True
+    # CUDA graphs (CUDA or TensorRT provider): one captured launch per run instead of a
+    # kernel launch per node; inputs and outputs then live in fixed GPU buffers.
+    cuda_graph: bool = False
     extra_session_config: dict[str, str] = field(default_factory=dict)
 
 
@@ -103,8 +110,10 @@ def provider_chain(device: str, available: list[str], options: EngineOptions) ->
     """The providers to request from ONNX Runtime for `device`, best first."""
     if device not in DEVICES:
         raise EngineError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
-    cuda_opts: dict[str, str] = {}
+    cuda_opts: dict[str, str] = {"enable_cuda_graph": "1"} if options.cuda_graph else {}
     trt_opts: dict[str, str] = {"trt_fp16_enable": "1" if options.trt_fp16 else "0"}
+    if options.cuda_graph:
+        trt_opts["trt_cuda_graph_enable"] = "1"
     if options.trt_cache_dir is not None:
         cache = str(Path(options.trt_cache_dir).expanduser().absolute())
         trt_opts.update({"trt_engine_cache_enable": "1", "trt_engine_cache_path": cache})
@@ -132,6 +141,16 @@ def provider_chain(device: str, available: list[str], options: EngineOptions) ->
     return chain
 
 
+def trt_cache_folder(root: str | Path, graph: bytes) -> Path:
+    """Where TensorRT keeps the engines of `graph`: one folder per graph, named by its sha256.
+    ONNX Runtime's own cache key does not cover the weights of a graph loaded from bytes."""
+    return Path(root).expanduser().absolute() / hashlib.sha256(graph).hexdigest()[:16]
+
+
+def _names(chain: list[Any]) -> list[str]:
+    return [c if isinstance(c, str) else c[0] for c in chain]
+
+
 def _create_session(ort: Any, graph: bytes, so: Any, chain: list[Any]) -> Any:
     """An InferenceSession for `chain`; a plugin provider is attached to the session
     options by device, as ONNX Runtime requires, instead of being named."""
@@ -149,7 +168,11 @@ def create_session(
     """An ONNX Runtime session for `graph` on `options.device`; a forced device that did
     not come up raises :class:`EngineError`."""
     ort: Any = require("onnxruntime", extra="gpu", feature="the inference engine")
+    if options.trt_cache_dir is not None:
+        options = replace(options, trt_cache_dir=trt_cache_folder(options.trt_cache_dir, graph))
     chain = provider_chain(options.device, available_providers(ort), options)
+    if options.trt_cache_dir is not None and _TRT in _names(chain):
+        options.trt_cache_dir.mkdir(parents=True, exist_ok=True)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -191,14 +214,17 @@ class Engine:
         output_names: tuple[str, str],
         variant: str,
         input_hw: tuple[int, int],
+        cuda_graph: bool = False,
     ) -> None:
         self.session = session
+        self.cuda_graph = cuda_graph
         self.input_name = input_name
         self.output_names = output_names
         self.variant = variant
         self.input_hw = input_hw
         self.provider: str = session.get_providers()[0]
         self._bindings: dict[int, tuple[Any, np.ndarray, np.ndarray]] = {}
+        self._device_buffers: dict[int, tuple[Any, Any, Any]] = {}
         self._map_hw: tuple[int, int] | None = None
 
     @classmethod
@@ -239,6 +265,7 @@ class Engine:
             output_names=(spec.outputs.map_st, spec.outputs.map_ae),
             variant=variant,
             input_hw=(spec.input.height, spec.input.width),
+            cuda_graph=options.cuda_graph and options.device in ("cuda", "tensorrt"),
         )
         engine.check_signature(source=source)
         log.info(
@@ -286,6 +313,8 @@ class Engine:
         cached = self._bindings.get(n)
         if cached is not None:
             return cached
+        if self.cuda_graph:
+            return self._device_binding(batch)
         # The first run at a batch size finds the map size; later runs bind into buffers.
         maps = self.session.run(list(self.output_names), {self.input_name: batch})
         binding = self.session.io_binding()
@@ -296,6 +325,29 @@ class Engine:
         self._bindings[n] = (binding, out_st, out_ae)
         return self._bindings[n]
 
+    def _device_binding(self, batch: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+        """CUDA graphs replay fixed GPU addresses: the input and both maps get GPU buffers
+        of their own, allocated once per batch size; `run` copies in and out."""
+        ort: Any = require("onnxruntime", extra="gpu", feature="CUDA graphs")
+        n = batch.shape[0]
+        shapes = {o.name: o.shape for o in self.session.get_outputs()}
+        binding = self.session.io_binding()
+        device_input = ort.OrtValue.ortvalue_from_numpy(batch, "cuda", 0)
+        binding.bind_ortvalue_input(self.input_name, device_input)
+        host: list[np.ndarray] = []
+        device: list[Any] = []
+        for name in self.output_names:
+            hw = shapes[name][2:]
+            if not all(isinstance(d, int) for d in hw):
+                raise EngineError(f"CUDA graphs need fixed map sizes; output {name} is {hw}")
+            shape = [n, 1, *hw]
+            device.append(ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, "cuda", 0))
+            binding.bind_ortvalue_output(name, device[-1])
+            host.append(np.empty(shape, np.float32))
+        self._device_buffers[n] = (device_input, device[0], device[1])
+        self._bindings[n] = (binding, host[0], host[1])
+        return self._bindings[n]
+
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw maps (map_st, map_ae), each [N,1,h,w] float32, for a contiguous uint8 batch."""
         if batch.dtype != np.uint8 or batch.ndim != 4 or not batch.flags.c_contiguous:
@@ -304,11 +356,18 @@ class Engine:
                 f"got {batch.dtype} {batch.shape}"
             )
         binding, out_st, out_ae = self._binding(batch)
-        binding.bind_input(
-            self.input_name, "cpu", 0, np.uint8, list(batch.shape), batch.ctypes.data
-        )
+        device = self._device_buffers.get(batch.shape[0])
         try:
-            self.session.run_with_iobinding(binding)
+            if device is None:
+                binding.bind_input(
+                    self.input_name, "cpu", 0, np.uint8, list(batch.shape), batch.ctypes.data
+                )
+                self.session.run_with_iobinding(binding)
+            else:
+                device[0].update_inplace(batch)
+                self.session.run_with_iobinding(binding)
+                out_st[...] = device[1].numpy()
+                out_ae[...] = device[2].numpy()
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise EngineError(
                 f"graph run failed ({self.variant} on {self.provider}): {exc}"

@@ -111,7 +111,12 @@ def run_line(
     notifier = notifier or Notifier()
     log.info("line configuration:\n%s", describe(config))
     inspector = Inspector.open(
-        config.bundle, device=config.device, variant=config.variant, threads=config.threads
+        config.bundle,
+        device=config.device,
+        variant=config.variant,
+        threads=config.threads,
+        trt_cache_dir=config.trt_cache_dir,
+        cuda_graph=config.cuda_graph,
     )
     log.info(
         "model %s: %s graph on %s",

@@ -77,3 +77,23 @@ def test_openvino_is_what_auto_picks_and_peak_runs_on_it(s_bundle: Path, openvin
         assert auto.provider == _OV
     peak = measure_peak(int8=True, rounds=2, device="openvino")
     assert peak["gops"] > 0 and peak["gmac"] > 1
+
+
+def test_cuda_graphs_are_asked_of_both_gpu_providers() -> None:
+    chain = provider_chain("tensorrt", [_TRT, _CUDA, _CPU], EngineOptions(cuda_graph=True))
+    options = dict(c for c in chain if not isinstance(c, str))
+    assert options[_TRT]["trt_cuda_graph_enable"] == "1"
+    assert options[_CUDA]["enable_cuda_graph"] == "1"
+    plain = provider_chain("cuda", [_CUDA, _CPU], EngineOptions())
+    assert plain == [_CUDA, _CPU]  # no options: no CUDA graphs
+
+
+def test_tensorrt_cache_is_one_folder_per_graph(tmp_path: Path) -> None:
+    from edge_sdk.engine import trt_cache_folder
+
+    a, b = trt_cache_folder(tmp_path, b"graph a"), trt_cache_folder(tmp_path, b"graph b")
+    assert a != b and a.parent == b.parent == tmp_path
+    assert trt_cache_folder(tmp_path, b"graph a") == a
+    options = EngineOptions(trt_cache_dir=a)
+    (_, trt), *_ = provider_chain("tensorrt", [_TRT, _CUDA, _CPU], options)
+    assert trt["trt_engine_cache_enable"] == "1" and trt["trt_engine_cache_path"] == str(a)
