@@ -22,8 +22,9 @@ from conftest import good_images
 from edge_sdk.errors import ConfigError
 from edge_sdk.training import networks as nets
 from edge_sdk.training import train as train_module
-from edge_sdk.training.checkpoint import checkpoint_path
+from edge_sdk.training.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from edge_sdk.training.commands import ProgressPrinter, add_train_parser
+from edge_sdk.training.recipe import INPUT_RESIZE
 from edge_sdk.training.train import (
     Progress,
     TrainConfig,
@@ -32,6 +33,7 @@ from edge_sdk.training.train import (
     fit,
     resolve_teacher,
 )
+from edge_sdk.training.trainer import FINGERPRINT_BEFORE
 
 BF16 = cpu_has_fast_bf16()
 
@@ -131,17 +133,27 @@ def test_short_run_through_the_cli_gives_a_bundle_the_runtime_runs(
     add_train_parser(parser.add_subparsers(dest="command"))
     out = tmp_path / "parts.bundle"
     argv = ["train", str(parts), "--out", str(out), "--teacher", "random", "--steps", "20"]
-    args = parser.parse_args(argv + ["--seed", "3", "--device", "cpu"] + (["--bf16"] * BF16))
+    options = ["--seed", "3", "--device", "cpu", "--int8"] + (["--bf16"] * BF16)
+    args = parser.parse_args(argv + options)
     assert args.func(args) == 0
-    assert f"wrote {out}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed
 
     manifest = Bundle.open(out).manifest
+    # The int8 variant is added behind the gate, or refused with the float32 bundle kept.
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    if "int8 variant: added" in printed:
+        assert manifest.model.variants["int8"].parity["images"] == 4
+    else:
+        assert "int8 variant: refused by the parity gate" in printed
+        assert "int8" not in manifest.model.variants
     record = manifest.training
     assert record["steps"] == 20 and record["seed"] == 3
     assert record["teacher"]["source"] == "random"
     assert record["images"] == {"train": 4, "validation": 4}
     assert set(record["losses"]) == {"total", "hard", "ae", "stae"}
     assert manifest.calibration["images"] == 4
+    assert manifest.model.input.resize == INPUT_RESIZE == "area_fast"
     rng = np.random.default_rng(5)
     with Inspector.open(out, device="cpu") as inspector:
         tall = good_images(1, seed=9, size=(300, 180))[0]
@@ -208,3 +220,18 @@ def test_progress_printer_lines_and_terminal() -> None:
         printer(event)
     printer.close()
     assert term.getvalue().count("\n") == 2 and "\r" in term.getvalue()
+
+
+def test_checkpoints_from_before_resize_modes_continue_only_as_area(tmp_path: Path) -> None:
+    # Checkpoints written before the fingerprint had "resize" were trained with "area".
+    path = save_checkpoint(tmp_path / "old.pt", {"fingerprint": {"seed": 0}, "step": 5})
+    old = {"seed": 0, "resize": "area"}
+    assert load_checkpoint(path, fingerprint=old, older=FINGERPRINT_BEFORE)["step"] == 5
+    with pytest.raises(ConfigError, match="resize: checkpoint 'area', now 'area_fast'"):
+        load_checkpoint(path, fingerprint={**old, "resize": "area_fast"}, older=FINGERPRINT_BEFORE)
+
+
+def test_unknown_resize_mode_is_a_config_error(tmp_path: Path) -> None:
+    config = _config(tmp_path, tmp_path, resize="cubic")
+    with pytest.raises(ConfigError, match="resize: expected one of area, linear, area_fast"):
+        config.validate()

@@ -49,10 +49,14 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, *, fingerprint: dict[str, Any]) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path, *, fingerprint: dict[str, Any], older: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Read a checkpoint and check it belongs to the run described by ``fingerprint``.
 
-    Raises :class:`ConfigError` naming the file and every option that differs.
+    ``older`` gives fingerprint entries added since checkpoints were first written, with
+    the value every run had before (a checkpoint that lacks one had that value). Raises
+    :class:`ConfigError` naming the file and every option that differs.
     """
     path = Path(path)
     try:
@@ -63,7 +67,7 @@ def load_checkpoint(path: str | Path, *, fingerprint: dict[str, Any]) -> dict[st
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise ConfigError(f"{path}: expected a {FORMAT} checkpoint, found {found!r}")
-    saved = state.get("fingerprint", {})
+    saved = {**(older or {}), **state.get("fingerprint", {})}
     differences = [
         f"{key}: checkpoint {saved.get(key)!r}, now {fingerprint.get(key)!r}"
         for key in sorted(set(saved) | set(fingerprint))

@@ -2,8 +2,9 @@
 augmentation and the penalty photos.
 
 Images go through :func:`edge_sdk.preprocess.to_model_input`, the function the runtime
-uses, so the networks train on exactly the pixels the line will feed them (INTER_AREA to
-256x256, grey replicated to three channels, BGR -> RGB). The training images are decoded
+uses, so the networks train on exactly the pixels the line will feed them (resized to
+256x256 as the bundle's ``model.input.resize`` says, grey replicated to three channels,
+BGR -> RGB). The training images are decoded
 once and kept as uint8 (196 kB each at 256x256); the validation images are read again
 from disk for calibration, at their own size, as the runtime would see them.
 
@@ -35,6 +36,7 @@ import torch
 from edge_sdk.errors import ConfigError
 from edge_sdk.preprocess import to_model_input
 from edge_sdk.training.networks import IMAGE_SIZE
+from edge_sdk.training.recipe import INPUT_RESIZE
 
 logger = logging.getLogger(__name__)
 
@@ -156,11 +158,11 @@ def split_validation(n: int, *, fraction: float = 0.1, seed: int = 0) -> Validat
     return ValidationSplit(train=train, validation=validation, fraction=fraction, seed=seed)
 
 
-def load_model_inputs(files: Sequence[Path]) -> np.ndarray:
+def load_model_inputs(files: Sequence[Path], *, resize: str = INPUT_RESIZE) -> np.ndarray:
     """Decode and resize ``files`` to the model input: uint8 [N,3,256,256] RGB."""
     out = np.empty((len(files), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
     for i, path in enumerate(files):
-        to_model_input(read_image(path), out[i], resize="area")
+        to_model_input(read_image(path), out[i], resize=resize)
     return out
 
 
@@ -277,7 +279,7 @@ class PenaltyImages:
             crop = np.ascontiguousarray(image[top : top + IMAGE_SIZE, left : left + IMAGE_SIZE])
             if crop.ndim == 3 and crop.shape[2] >= 3 and rng.random() < PENALTY_GREY_PROBABILITY:
                 crop = cv2.cvtColor(crop[:, :, :3], cv2.COLOR_BGR2GRAY)
-            to_model_input(crop, out[i], resize="area")
+            to_model_input(crop, out[i])  # already 256x256: every resize mode copies it
         return out
 
 
@@ -299,7 +301,7 @@ class TrainingData:
 
 
 def load_training_data(
-    data: str | Path, *, val_fraction: float = 0.1, seed: int = 0
+    data: str | Path, *, val_fraction: float = 0.1, seed: int = 0, resize: str = INPUT_RESIZE
 ) -> TrainingData:
     """Find the good images under ``data``, split off the validation images and decode the rest."""
     source = find_good_images(data)
@@ -312,5 +314,5 @@ def load_training_data(
         len(split.train),
         len(split.validation),
     )
-    images = load_model_inputs([source.files[i] for i in split.train])
+    images = load_model_inputs([source.files[i] for i in split.train], resize=resize)
     return TrainingData(source=source, split=split, train_images=images)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from edge_sdk.engine import Engine, EngineOptions
 from edge_sdk.manifest import InputSpec, Manifest, ModelSpec
 from edge_sdk.training.inference_graph import InferenceGraph
 from edge_sdk.training.onnx_export import export_onnx
+
+if TYPE_CHECKING:
+    from edge_sdk.manifest import ResizeMode
 
 
 def graph_bytes(graph: InferenceGraph, *, height: int = 256, width: int = 256) -> bytes:
@@ -49,10 +52,14 @@ def export_bundle(
     training: dict[str, Any] | None = None,
     height: int = 256,
     width: int = 256,
-    resize: Literal["area", "linear"] = "area",
+    resize: ResizeMode = "area",
     overwrite: bool = False,
 ) -> Path:
-    """Export the networks and write a bundle calibrated on held-out good images."""
+    """Export the networks and write a bundle calibrated on held-out good images.
+
+    ``resize`` must be the mode the networks were trained with: calibration uses it, and
+    the manifest tells the runtime to.
+    """
     graph = InferenceGraph(teacher, student, autoencoder, teacher_mean, teacher_std)
     onnx_bytes = graph_bytes(graph, height=height, width=width)
     spec = ModelSpec(

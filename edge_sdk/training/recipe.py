@@ -15,11 +15,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 
 from edge_sdk.errors import ConfigError
+from edge_sdk.manifest import ResizeMode
 from edge_sdk.training.networks import ARCHITECTURES
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,11 @@ LEARNING_RATE = 1e-4
 WEIGHT_DECAY = 1e-5
 LR_DECAY_AT = 0.95
 LR_DECAY_FACTOR = 0.1
+# How images are resized to the model input in training and calibration, and so the
+# model.input.resize of the bundles written. "area_fast" is within a fraction of a grey
+# level of INTER_AREA ("area", what runs before it saw) at about a tenth of its cost on
+# camera frames (benchmarks/resize.py); below 512 px a side the two are identical.
+INPUT_RESIZE: ResizeMode = "area_fast"
 
 Phase = Literal["statistics", "training", "export"]
 
@@ -58,6 +64,7 @@ class TrainConfig:
     bf16: bool = False
     val_fraction: float = 0.1
     target_frr: float = 0.01
+    resize: ResizeMode = INPUT_RESIZE
     name: str | None = None
     description: str = ""
     dataset_label: str | None = None  # what the manifest names as the dataset; default: data
@@ -65,6 +72,8 @@ class TrainConfig:
     checkpoint_every: int = 1000
     resume: bool = False
     overwrite: bool = False
+    # Add the int8 variant (calibrated and parity-checked on the held-out good images).
+    int8: bool = False
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values no run can use."""
@@ -77,6 +86,10 @@ class TrainConfig:
                 raise ConfigError(f"{name}: expected at least 1, found {getattr(self, name)}")
         if not 0.0 < self.target_frr < 1.0:
             raise ConfigError(f"target false-reject rate: expected (0, 1), found {self.target_frr}")
+        if self.resize not in get_args(ResizeMode):
+            raise ConfigError(
+                f"resize: expected one of {', '.join(get_args(ResizeMode))}, found {self.resize!r}"
+            )
 
     def checkpoint_folder(self) -> Path:
         """Where checkpoints go: ``checkpoint_dir``, or ``OUT.ckpt`` next to the bundle."""

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import collections
 import logging
+import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge_sdk.bundle import Bundle
 from edge_sdk.errors import ConfigError
 from edge_sdk.training.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from edge_sdk.training.data import TrainingData, iter_images
@@ -42,7 +45,7 @@ from edge_sdk.training.recipe import (
     resolve_device,
     resolve_teacher,
 )
-from edge_sdk.training.trainer import Trainer
+from edge_sdk.training.trainer import FINGERPRINT_BEFORE, Trainer
 
 __all__ = [
     "DEFAULT_TEACHER",
@@ -131,7 +134,7 @@ def _fit(
     run = Trainer(config, device)
     started = time.perf_counter()
     if config.resume and ckpt.exists():
-        run.restore(load_checkpoint(ckpt, fingerprint=run.fingerprint))
+        run.restore(load_checkpoint(ckpt, fingerprint=run.fingerprint, older=FINGERPRINT_BEFORE))
         logger.info("resuming %s at step %d of %d", ckpt, run.step, config.steps)
     else:
         try:
@@ -292,10 +295,42 @@ def train(config: TrainConfig, *, progress: ProgressCallback | None = None) -> T
             f"{record['dataset']} (validation split, seed {split.seed})"
         ),
         target_frr=config.target_frr,
+        resize=config.resize,
         training=record,
         overwrite=config.overwrite,
     )
+    if config.int8:
+        record["int8"] = _add_int8(bundle, result.data.validation_files)
     if progress is not None:
         progress(Progress("export", 1, 1, elapsed_s=result.wall_time_s))
     logger.info("wrote %s", bundle)
     return TrainResult(bundle=bundle, record=record)
+
+
+def _add_int8(bundle: Path, validation: Sequence[Path]) -> str:
+    """Give the new bundle its int8 variant, calibrated on the held-out good images. A
+    variant the parity gate refuses leaves the float32 bundle as it is; says which."""
+    from edge_sdk.variants import ParityError, add_variant
+
+    staging = bundle.with_name(f".{bundle.name}.fp32")
+    bundle.rename(staging)
+    try:
+        name = Bundle.open(staging).manifest.name
+        add_variant(staging, bundle, kind="int8", good=list(iter_images(validation)), name=name)
+    except ParityError as exc:
+        staging.rename(bundle)
+        logger.warning("no int8 variant: %s", exc)
+        return f"refused by the parity gate: {exc}"
+    except BaseException:
+        if not bundle.exists():
+            staging.rename(bundle)
+        raise
+    _remove(staging)
+    return "added"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()

@@ -47,6 +47,10 @@ LOSS_WINDOW = 100  # steps over which reported losses are averaged
 STATS_BATCH = 8
 
 
+# Fingerprint entries added after the first checkpoints, with the value runs had before.
+FINGERPRINT_BEFORE: dict[str, Any] = {"resize": "area"}
+
+
 def fingerprint(
     config: TrainConfig, data: TrainingData, teacher: TeacherSource, penalty: PenaltyImages | None
 ) -> dict[str, Any]:
@@ -61,6 +65,7 @@ def fingerprint(
         "seed": config.seed,
         "batch_size": config.batch_size,
         "val_fraction": config.val_fraction,
+        "resize": config.resize,
         "recipe": [LEARNING_RATE, WEIGHT_DECAY, LR_DECAY_AT, LR_DECAY_FACTOR, P_HARD],
     }
 
@@ -78,7 +83,7 @@ class Trainer:
         self.teacher_source = resolve_teacher(config.teacher, config.architecture)
         self.penalty = PenaltyImages(config.penalty) if config.penalty is not None else None
         self.data = load_training_data(
-            config.data, val_fraction=config.val_fraction, seed=config.seed
+            config.data, val_fraction=config.val_fraction, seed=config.seed, resize=config.resize
         )
         self.fingerprint = fingerprint(config, self.data, self.teacher_source, self.penalty)
         self.precision = precision_for(device, config.bf16)
