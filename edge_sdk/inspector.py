@@ -21,7 +21,7 @@ import numpy as np
 from edge_sdk.bundle import Bundle
 from edge_sdk.engine import Device, Engine, EngineOptions
 from edge_sdk.manifest import Manifest
-from edge_sdk.preprocess import check_image, to_model_input
+from edge_sdk.preprocess import Scratch, check_image, to_model_input
 from edge_sdk.records import Frame, Latency, Result, Verdict
 from edge_sdk.scoring import MapScorer, upsample
 
@@ -44,7 +44,7 @@ class Inspector:
         self._resize = spec.resize
         # Preallocated input and resize scratch: the hot path allocates only its results.
         self._batch = np.zeros((max_batch, 3, spec.height, spec.width), dtype=np.uint8)
-        self._scratch = np.empty((spec.height, spec.width), dtype=np.uint8)
+        self._scratch = Scratch()
 
     @classmethod
     def open(

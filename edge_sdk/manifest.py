@@ -52,6 +52,10 @@ def _check_sha256(value: str) -> str:
     return value
 
 
+# The resize modes edge_sdk.preprocess implements, by the name a manifest gives them.
+ResizeMode = Literal["area", "linear", "area_fast"]
+
+
 class InputSpec(_Frozen):
     """What the graph's input expects. The graph scales and normalises internally."""
 
@@ -62,9 +66,10 @@ class InputSpec(_Frozen):
     color_order: Literal["RGB"] = "RGB"
     dtype: Literal["uint8"] = "uint8"
     layout: Literal["NCHW"] = "NCHW"
-    # Antialiased "area" resizing is what training saw; "linear" is faster for big frames
-    # but only valid if the bundle was trained and calibrated with it.
-    resize: Literal["area", "linear"] = "area"
+    # How frames are resized to the input (edge_sdk/preprocess.py): only valid with the
+    # mode the bundle was trained and calibrated with. "area" (INTER_AREA) is what older
+    # bundles saw; "area_fast" is close to it at a tenth of the cost on big frames.
+    resize: ResizeMode = "area"
 
 
 class OutputSpec(_Frozen):

@@ -28,6 +28,7 @@ from edge_sdk.training.data import (
     split_validation,
     step_rng,
 )
+from edge_sdk.training.recipe import INPUT_RESIZE
 
 
 def _write(path: Path, image: np.ndarray) -> Path:
@@ -86,8 +87,25 @@ def test_plain_folder_recursive_sorted_mixed_images(tmp_path: Path) -> None:
     # Exactly the runtime's preprocessing of each training file.
     for row, index in enumerate(data.split.train):
         expected = np.zeros((3, 256, 256), np.uint8)
-        to_model_input(read_image(found.files[index]), expected)
+        to_model_input(read_image(found.files[index]), expected, resize=INPUT_RESIZE)
         np.testing.assert_array_equal(data.train_images[row], expected)
+
+
+def test_camera_sized_images_are_resized_with_the_recipe_mode(tmp_path: Path) -> None:
+    # Large enough (>= 512 px a side) that area_fast and area give different pixels.
+    images = [_grey(1100, 1300, i) for i in range(3)]
+    for i, image in enumerate(images):
+        _write(tmp_path / "parts" / f"{i}.png", image)
+    data = load_training_data(tmp_path / "parts", val_fraction=0.1, seed=0)
+    assert INPUT_RESIZE == "area_fast"
+    for row, index in enumerate(data.split.train):
+        expected = np.zeros((3, 256, 256), np.uint8)
+        to_model_input(images[index], expected, resize=INPUT_RESIZE)
+        np.testing.assert_array_equal(data.train_images[row], expected)
+        to_model_input(images[index], expected, resize="area")
+        assert not np.array_equal(data.train_images[row], expected)
+    again = load_training_data(tmp_path / "parts", val_fraction=0.1, seed=0, resize="area")
+    np.testing.assert_array_equal(again.train_images[-1], expected)
 
 
 def test_grey_stays_grey_and_colour_is_rgb(tmp_path: Path) -> None:
