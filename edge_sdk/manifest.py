@@ -68,7 +68,7 @@ class InputSpec(_Frozen):
     layout: Literal["NCHW"] = "NCHW"
     # How frames are resized to the input (edge_sdk/preprocess.py): only valid with the
     # mode the bundle was trained and calibrated with. "area" (INTER_AREA) is what older
-    # bundles saw; "area_fast" is close to it at a tenth of the cost on big frames.
+    # bundles saw; "area_fast" is close to it and several times faster on big frames.
     resize: ResizeMode = "area"
 
 
