@@ -26,16 +26,19 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def random_bundle(folder: Path, architecture: str) -> Path:
+def random_bundle(folder: Path, architecture: str, *, int8: bool = False) -> Path:
+    """A random-weight bundle as `edge-ad train` writes them (its resize mode), with the
+    int8 variant when asked (gate overridden: random weights decide nothing)."""
     import torch
 
     from edge_sdk.synthetic import good_part
     from edge_sdk.training import networks
     from edge_sdk.training.export import export_bundle
+    from edge_sdk.training.recipe import INPUT_RESIZE
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    return export_bundle(
+    bundle = export_bundle(
         folder / "bench.bundle",
         architecture=architecture,  # type: ignore[arg-type]
         teacher=networks.teacher(architecture),
@@ -45,7 +48,17 @@ def random_bundle(folder: Path, architecture: str) -> Path:
         teacher_std=torch.ones(384),
         calibration_images=[good_part(rng) for _ in range(4)],
         name="bench",
+        resize=INPUT_RESIZE,
     )
+    if not int8:
+        return bundle
+    from edge_sdk.variants import add_variant
+
+    good = [good_part(rng) for _ in range(8)]
+    out, _ = add_variant(
+        bundle, folder / "bench-int8.bundle", kind="int8", good=good, allow_flips=True
+    )
+    return out
 
 
 def percentile(values: list[float], q: float) -> float:

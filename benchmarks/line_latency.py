@@ -5,7 +5,8 @@ run, the model's own inference time, so the figure reads as "model + X ms".
 
     python benchmarks/line_latency.py [--bundle B] [--frame 2448x2048] [--frames 30]
 
-Without --bundle, a random-weight EfficientAD-S is built (same compute as a trained one).
+Without --bundle, a random-weight EfficientAD-S with its int8 variant is built, as
+`edge-ad train --int8` writes them (same compute as a trained one).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def main() -> None:
     parser.add_argument("--bundle")
     parser.add_argument("--frame", default="2448x2048")
     parser.add_argument("--frames", type=int, default=30)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
     from servers import ModbusPLC
@@ -56,7 +57,7 @@ def main() -> None:
             sys.path.insert(0, str(HERE))
             from inspector_overhead import random_bundle
 
-            bundle = random_bundle(Path(tmp), "efficientad-s")
+            bundle = random_bundle(Path(tmp), "efficientad-s", int8=True)
         inspector = Inspector.open(bundle, device=args.device)
         # Pace well below the model's rate so that queueing does not enter the figure.
         model_ms = inspector.engine.warmup(runs=3)
@@ -84,6 +85,7 @@ def main() -> None:
         "frames": len(e2e),
         "provider": inspector.provider,
         "variant": inspector.engine.variant,
+        "resize": inspector.manifest.model.input.resize,
         "acquired_to_plc_bit_ms": {
             "p50": statistics.median(e2e),
             "p99": float(np.percentile(e2e, 99)),
