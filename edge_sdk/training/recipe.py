@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +29,23 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The project's own distilled teachers (issue 3, item 1); a source checkout carries them in
 # models/. Resolved from this file, never from the working directory.
-DEFAULT_TEACHER: dict[str, Path] = {
-    "efficientad-s": REPO_ROOT / "models" / "teacher_small_lite0.pth",
-    "efficientad-m": REPO_ROOT / "models" / "teacher_medium_lite0.pth",
+_TEACHER_FILES = {
+    "efficientad-s": "teacher_small_lite0.pth",
+    "efficientad-m": "teacher_medium_lite0.pth",
 }
+# A checkout (or editable install) keeps them in models/; a wheel installs models/ to
+# <prefix>/share/edge-ad/models (pyproject's data-files).
+MODEL_FOLDERS = (REPO_ROOT / "models", Path(sys.prefix) / "share" / "edge-ad" / "models")
+
+
+def _default_teacher(name: str) -> Path:
+    for folder in MODEL_FOLDERS:
+        if (folder / name).is_file():
+            return folder / name
+    return MODEL_FOLDERS[0] / name
+
+
+DEFAULT_TEACHER: dict[str, Path] = {a: _default_teacher(f) for a, f in _TEACHER_FILES.items()}
 RANDOM_TEACHER = "random"
 LEARNING_RATE = 1e-4
 WEIGHT_DECAY = 1e-5
@@ -157,7 +171,8 @@ def resolve_teacher(spec: str | Path | None, architecture: str) -> TeacherSource
         path = DEFAULT_TEACHER.get(architecture)
         if path is None or not path.is_file():
             raise ConfigError(
-                f"no default teacher for {architecture} (looked for {path}): pass --teacher "
+                f"no default teacher for {architecture} (looked in "
+                f"{' and '.join(str(f) for f in MODEL_FOLDERS)}): pass --teacher "
                 f"FILE (e.g. the community's teacher_small.pth / teacher_medium.pth, or one "
                 f"from edge-ad pretrain-teacher), or --teacher random (weak: for baselines)"
             )
