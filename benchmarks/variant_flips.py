@@ -33,6 +33,9 @@ def main() -> int:
     parser.add_argument("data", help="data set folder with test/good and test/<defect>")
     parser.add_argument("--bundle", required=True)
     parser.add_argument("--limit", type=int, default=0, help="at most this many images")
+    parser.add_argument(
+        "--variant", action="append", help="variant to compare (repeatable; default: all)"
+    )
     parser.add_argument("--out", help="JSON file (default: benchmarks/results/...)")
     args = parser.parse_args()
 
@@ -45,7 +48,7 @@ def main() -> int:
         samples = samples[:: max(1, len(samples) // args.limit)][: args.limit]
     runs = {"cpu/fp32": Inspector.open(bundle, device="cpu", variant="fp32")}
     for device in (d for d in installed_devices() if d in ("cpu", "openvino")):
-        for variant in bundle.variants():
+        for variant in args.variant or bundle.variants():
             if f"{device}/{variant}" not in runs:
                 runs[f"{device}/{variant}"] = Inspector.open(bundle, device=device, variant=variant)
     scores: dict[str, list[float]] = {k: [] for k in runs}

@@ -124,3 +124,33 @@ def test_bench_report(s_bundle: Path) -> None:
     assert report["rows"][0]["x_floor"] == pytest.approx(
         report["rows"][0]["per_image_ms"] / peak["floor_ms"]
     )
+
+
+def test_int8_ranges_have_headroom_and_the_image_is_exact(s_bundle: Path, images) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    from edge_sdk.variants import ACTIVATION_HEADROOM, quantize_int8, widen_activation_ranges
+
+    good, _ = images
+    graph = quantize_int8(Bundle.open(s_bundle).graph(), good)
+    model = onnx.load_from_string(graph)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    image = [n for n in quantize if "copy" in n.input[0] or "cast" in n.input[0].lower()]
+    assert len(image) == 1, [n.input[0] for n in quantize[:3]]
+    assert inits[image[0].input[1]] == 1.0 and inits[image[0].input[2]] == 0
+    # Every activation Q and its DQ share one scale, so widening keeps them consistent.
+    q_scales = {n.input[1] for n in quantize}
+    weights = {n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"} - {
+        n.output[0] for n in quantize
+    }
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] not in weights:
+            assert node.input[1] in q_scales
+    wider = onnx.load_from_string(widen_activation_ranges(graph, 2.0))
+    after = {i.name: numpy_helper.to_array(i) for i in wider.graph.initializer}
+    hidden = next(n.input[1] for n in quantize if n is not image[0])
+    assert after[hidden] == pytest.approx(2.0 * inits[hidden])
+    assert after[image[0].input[1]] == 1.0
+    assert ACTIVATION_HEADROOM > 1
