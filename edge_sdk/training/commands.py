@@ -89,7 +89,7 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--int8",
         action="store_true",
         help="also add the int8 variant (CPU), calibrated and parity-checked on the "
-        "held-out good images; refused variants leave the float32 bundle",
+        "training images (up to 64); a refused variant leaves the float32 bundle",
     )
     p.set_defaults(func=cmd_train)
     return p

@@ -295,6 +295,10 @@ class TrainingData:
     def validation_files(self) -> tuple[Path, ...]:
         return tuple(self.source.files[i] for i in self.split.validation)
 
+    @property
+    def train_files(self) -> tuple[Path, ...]:
+        return tuple(self.source.files[i] for i in self.split.train)
+
     def validation_names(self) -> list[str]:
         names = self.source.relative()
         return [names[i] for i in self.split.validation]

@@ -86,7 +86,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     resume: bool = False
     overwrite: bool = False
-    # Add the int8 variant (calibrated and parity-checked on the held-out good images).
+    # Add the int8 variant (calibrated and parity-checked on up to 64 training images).
     int8: bool = False
 
     def validate(self) -> None:
