@@ -154,7 +154,7 @@ def _names(chain: list[Any]) -> list[str]:
 def _create_session(ort: Any, graph: bytes, so: Any, chain: list[Any]) -> Any:
     """An InferenceSession for `chain`; a plugin provider is attached to the session
     options by device, as ONNX Runtime requires, instead of being named."""
-    first = chain[0] if isinstance(chain[0], str) else chain[0][0]
+    first = _names(chain)[0]
     plugin = openvino_plugin_devices(ort) if first == _OPENVINO else []
     if plugin:
         so.add_provider_for_devices(plugin, chain[0][1])
@@ -190,7 +190,7 @@ def create_session(
             f"{source}: ONNX Runtime cannot load graph variant {variant!r}: {exc}"
         ) from exc
     used = session.get_providers()
-    wanted_first = chain[0] if isinstance(chain[0], str) else chain[0][0]
+    wanted_first = _names(chain)[0]
     if options.device != "auto" and used[0] != wanted_first:
         raise EngineError(
             f"device {options.device!r} was requested but ONNX Runtime fell back to "
@@ -387,7 +387,7 @@ class Engine:
 def pick_variant(bundle: Bundle, chain: list[Any]) -> str:
     """fp16 on a GPU provider, int8 on the CPU (either provider), each only if the bundle
     has it."""
-    first = chain[0] if isinstance(chain[0], str) else chain[0][0]
+    first = _names(chain)[0]
     have = set(bundle.variants())
     order = ["fp16", "fp32"] if first in (_TRT, _CUDA) else ["int8", "fp32"]
     for name in order:
