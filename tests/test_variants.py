@@ -154,3 +154,22 @@ def test_int8_ranges_have_headroom_and_the_image_is_exact(s_bundle: Path, images
     assert after[hidden] == pytest.approx(2.0 * inits[hidden])
     assert after[image[0].input[1]] == 1.0
     assert ACTIVATION_HEADROOM > 1
+
+
+def test_widened_biases_keep_the_step_onnx_runtime_fuses_on(s_bundle: Path, images) -> None:
+    """bias step = input step x weight step, or ONNX Runtime cannot fuse QLinearConv."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edge_sdk.variants import quantize_int8
+
+    model = onnx.load_from_string(quantize_int8(Bundle.open(s_bundle).graph(), images[0]))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producer = {n.output[0]: n for n in model.graph.node}
+    checked = 0
+    for conv in (n for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 2):
+        x, w, b = (producer[name] for name in conv.input)
+        expected = inits[x.input[1]] * inits[w.input[1]]
+        np.testing.assert_allclose(inits[b.input[1]], expected, rtol=1e-5)
+        checked += 1
+    assert checked >= 10
