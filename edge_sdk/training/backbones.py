@@ -15,7 +15,6 @@ mean/std), WideResNet the ImageNet mean/std.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edge_sdk.bundle import file_sha256
 from edge_sdk.errors import ConfigError, MissingDependencyError, require
 from edge_sdk.training.networks import IMAGENET_MEAN, IMAGENET_STD
 
@@ -34,14 +34,6 @@ BACKBONES: tuple[str, ...] = (*LITE_BACKBONES, WIDE_RESNET)
 # stride 16 the semantics; the PDN (receptive field 33 px) sits between them.
 LITE_STRIDES = (4, 8, 16)
 _TF_MEAN, _TF_STD = (127.0 / 255.0,) * 3, (128.0 / 255.0,) * 3
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Backbone(nn.Module):
@@ -85,7 +77,7 @@ class Backbone(nn.Module):
             "strides": list(self.strides),
             "channels": list(self.channels),
             "weights": self.weights.name,
-            "weights_sha256": _file_sha256(self.weights),
+            "weights_sha256": file_sha256(self.weights),
         }
 
 

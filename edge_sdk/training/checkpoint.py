@@ -28,6 +28,14 @@ FORMAT = "edge-ad-train-checkpoint/1"
 FILE_NAME = "checkpoint.pt"
 
 
+def checkpoint_folder(checkpoint_dir: str | Path | None, out: str | Path) -> Path:
+    """``checkpoint_dir``, or ``OUT.ckpt`` next to the file a run writes."""
+    if checkpoint_dir is not None:
+        return Path(checkpoint_dir).expanduser().absolute()
+    path = Path(out).expanduser().absolute()
+    return path.with_name(path.name + ".ckpt")
+
+
 def checkpoint_path(directory: str | Path) -> Path:
     """The checkpoint file inside a checkpoint folder."""
     return Path(directory) / FILE_NAME

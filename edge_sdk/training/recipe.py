@@ -10,7 +10,6 @@ True
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 from collections.abc import Callable
@@ -20,8 +19,10 @@ from typing import Any, Literal, get_args
 
 import torch
 
+from edge_sdk.bundle import file_sha256
 from edge_sdk.errors import ConfigError
 from edge_sdk.manifest import ResizeMode
+from edge_sdk.training.checkpoint import checkpoint_folder
 from edge_sdk.training.networks import ARCHITECTURES
 
 logger = logging.getLogger(__name__)
@@ -107,10 +108,7 @@ class TrainConfig:
 
     def checkpoint_folder(self) -> Path:
         """Where checkpoints go: ``checkpoint_dir``, or ``OUT.ckpt`` next to the bundle."""
-        if self.checkpoint_dir is not None:
-            return Path(self.checkpoint_dir).expanduser().absolute()
-        out = Path(self.out).expanduser().absolute()
-        return out.with_name(out.name + ".ckpt")
+        return checkpoint_folder(self.checkpoint_dir, self.out)
 
 
 @dataclass(frozen=True)
@@ -155,14 +153,6 @@ class TeacherSource:
         return {"source": str(self.path), "sha256": self.sha256}
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def resolve_teacher(spec: str | Path | None, architecture: str) -> TeacherSource:
     """The teacher to use: a file, ``"random"``, or the default for ``architecture``."""
     if spec is not None and str(spec) == RANDOM_TEACHER:
@@ -180,7 +170,7 @@ def resolve_teacher(spec: str | Path | None, architecture: str) -> TeacherSource
         path = Path(spec).expanduser().absolute()
         if not path.is_file():
             raise ConfigError(f"teacher weights {path}: no such file")
-    return TeacherSource(path, _sha256_file(path))
+    return TeacherSource(path, file_sha256(path))
 
 
 def resolve_device(device: str) -> torch.device:

@@ -38,7 +38,12 @@ import torch.nn.functional as F
 from edge_sdk.errors import ConfigError
 from edge_sdk.training import networks as nets
 from edge_sdk.training.backbones import BACKBONES, Backbone, load_backbone
-from edge_sdk.training.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from edge_sdk.training.checkpoint import (
+    checkpoint_folder,
+    checkpoint_path,
+    load_checkpoint,
+    save_checkpoint,
+)
 from edge_sdk.training.data import list_images, read_image, step_rng
 from edge_sdk.training.inference_graph import normalise
 from edge_sdk.training.recipe import (
@@ -112,10 +117,7 @@ class TeacherConfig:
 
     def checkpoint_folder(self) -> Path:
         """``checkpoint_dir``, or ``OUT.ckpt`` next to the output file."""
-        if self.checkpoint_dir is not None:
-            return Path(self.checkpoint_dir).expanduser().absolute()
-        out = Path(self.out).expanduser().absolute()
-        return out.with_name(out.name + ".ckpt")
+        return checkpoint_folder(self.checkpoint_dir, self.out)
 
 
 @dataclass(frozen=True)
