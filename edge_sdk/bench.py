@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 
 _CPU_DEVICES = ("cpu", "openvino")
+_GPU_DEVICES = ("cuda", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -100,13 +101,15 @@ def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
 
             tasks[key] = task
     reference = None
+    # A GPU is compared with PyTorch on that GPU, a CPU with PyTorch on the CPU.
+    ref_device = "cuda" if set(devices) & set(_GPU_DEVICES) else "cpu"
     if options.reference:
         try:
             from edge_sdk.training.reference import torch_reference
         except ImportError as exc:
             log.warning("no PyTorch reference (%s): pip install 'edge-ad[train]'", exc)
         else:
-            reference = torch_reference(bundle, options.threads)
+            reference = torch_reference(bundle, options.threads, device=ref_device)
     if reference is not None:
         tasks["pytorch-eager/fp32/batch1"] = lambda: reference(prepared[:1])
     for task in tasks.values():  # warm-up
@@ -153,9 +156,20 @@ def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
         "rounds": options.rounds,
         "threads": options.threads,
         "machine": platform.processor() or platform.machine(),
+        "reference_device": ref_device if reference is not None else None,
+        "gpu": _gpu_name() if ref_device == "cuda" else None,
         "peaks": floors,
         "rows": rows,
     }
+
+
+def _gpu_name() -> str | None:
+    try:
+        import torch
+
+        return str(torch.cuda.get_device_name(0))
+    except Exception:  # no torch, or no GPU it can see
+        return None
 
 
 def _floors(

@@ -79,7 +79,8 @@ class LineConfig(_Strict):
     # TensorRT: where built engines are kept between starts (the unit sets
     # EDGE_AD_TRT_CACHE_DIR to its CacheDirectory); none: rebuilt on every start.
     trt_cache_dir: Path | None = None
-    cuda_graph: bool = False
+    # CUDA graphs; unset: on for the CUDA provider, off for TensorRT (see EngineOptions).
+    cuda_graph: bool | None = None
     mode: Literal["per_part", "free_run"] = "per_part"
     deadline_ms: float = Field(1000.0, gt=0)
     queue_size: int = Field(64, ge=1)

@@ -12,6 +12,8 @@ Runtime's own CPU kernels on the same QDQ graph.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import json
 import logging
@@ -36,10 +38,17 @@ _CUDA = "CUDAExecutionProvider"
 _OPENVINO = "OpenVINOExecutionProvider"
 _CPU = "CPUExecutionProvider"
 _OPENVINO_PLUGIN = "edge_ad_openvino"
+# The TensorRT library that ONNX Runtime's TensorRT provider links against (ONNX Runtime
+# 1.17 to 1.31: TensorRT 10). onnxruntime-gpu lists the provider even where TensorRT is
+# missing, and then falls back to CUDA with an error banner on every session.
+_TENSORRT_LIBRARIES = ("libnvinfer.so.10", "nvinfer_10.dll")
 _INSTALL_HINT = {
     _OPENVINO: "install the OpenVINO plugin (pip install 'edge-ad[openvino]')",
     _CUDA: "install onnxruntime-gpu (pip install 'edge-ad[gpu]') and check the CUDA libraries",
-    _TRT: "install onnxruntime-gpu (pip install 'edge-ad[gpu]') and check the TensorRT libraries",
+    _TRT: (
+        "install onnxruntime-gpu (pip install 'edge-ad[gpu]') and TensorRT 10 "
+        f"({' or '.join(_TENSORRT_LIBRARIES)} on the library path, or pip install tensorrt)"
+    ),
 }
 
 
@@ -57,9 +66,12 @@ class EngineOptions:
     # stale engine built for other weights.
     trt_cache_dir: Path | None = None
     trt_fp16: bool = True
-    # CUDA graphs (CUDA or TensorRT provider): one captured launch per run instead of a
-    # kernel launch per node; inputs and outputs then live in fixed GPU buffers.
-    cuda_graph: bool = False
+    # CUDA graphs: one captured launch per run instead of a kernel launch per node; inputs
+    # and outputs then live in fixed GPU buffers. None: on for the CUDA provider, off for
+    # TensorRT (not yet measured there). On an H200 (benchmarks/gpu_latency.py) they cut
+    # EfficientAD-S fp16 from 1.5 to 1.0 ms, and without them one session that switched
+    # between batch sizes 1 and 8 took 240 to 570 ms a run.
+    cuda_graph: bool | None = None
     extra_session_config: dict[str, str] = field(default_factory=dict)
 
 
@@ -89,8 +101,11 @@ def openvino_plugin_devices(ort: Any) -> list[Any]:
 
 
 def available_providers(ort: Any) -> list[str]:
-    """ONNX Runtime's built-in providers, plus OpenVINO when its plugin is installed."""
+    """ONNX Runtime's built-in providers, plus OpenVINO when its plugin is installed, less
+    TensorRT when its library is missing."""
     available = list(ort.get_available_providers())
+    if _TRT in available and not tensorrt_loadable():
+        available.remove(_TRT)
     if _OPENVINO not in available and openvino_plugin_devices(ort):
         available.insert(available.index(_CPU) if _CPU in available else 0, _OPENVINO)
     return available
@@ -110,7 +125,9 @@ def provider_chain(device: str, available: list[str], options: EngineOptions) ->
     """The providers to request from ONNX Runtime for `device`, best first."""
     if device not in DEVICES:
         raise EngineError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
-    cuda_opts: dict[str, str] = {"enable_cuda_graph": "1"} if options.cuda_graph else {}
+    cuda_opts: dict[str, str] = (
+        {"enable_cuda_graph": "1"} if options.cuda_graph is not False else {}
+    )
     trt_opts: dict[str, str] = {"trt_fp16_enable": "1" if options.trt_fp16 else "0"}
     if options.cuda_graph:
         trt_opts["trt_cuda_graph_enable"] = "1"
@@ -141,6 +158,30 @@ def provider_chain(device: str, available: list[str], options: EngineOptions) ->
     return chain
 
 
+_tensorrt_loadable: bool | None = None
+
+
+def tensorrt_loadable() -> bool:
+    """Whether TensorRT's runtime library can be loaded (from the system's library path, or
+    through the `tensorrt` wheel, which loads its own copy); checked once per process."""
+    global _tensorrt_loadable
+    if _tensorrt_loadable is None:
+        _tensorrt_loadable = False
+        with contextlib.suppress(Exception):
+            import tensorrt  # noqa: F401  (loads libnvinfer from its wheel)
+
+        for name in _TENSORRT_LIBRARIES:
+            try:
+                ctypes.CDLL(name)
+            except OSError:
+                continue
+            _tensorrt_loadable = True
+            break
+        if not _tensorrt_loadable:
+            log.debug("TensorRT not found (%s)", ", ".join(_TENSORRT_LIBRARIES))
+    return _tensorrt_loadable
+
+
 def trt_cache_folder(root: str | Path, graph: bytes) -> Path:
     """Where TensorRT keeps the engines of `graph`: one folder per graph, named by its sha256.
     ONNX Runtime's own cache key does not cover the weights of a graph loaded from bytes."""
@@ -151,10 +192,30 @@ def _names(chain: list[Any]) -> list[str]:
     return [c if isinstance(c, str) else c[0] for c in chain]
 
 
+_cuda_preloaded = False
+
+
+def preload_cuda_libraries(ort: Any) -> None:
+    """Load the CUDA, cuBLAS and cuDNN libraries of the `nvidia-*` wheels (what
+    `pip install onnxruntime-gpu[cuda,cudnn]` or PyTorch brings) before the first GPU
+    session, once per process: without a system-wide CUDA the provider would not load.
+    ONNX Runtime's own loader (1.21 and later) skips what PyTorch already loaded."""
+    global _cuda_preloaded
+    if _cuda_preloaded or not hasattr(ort, "preload_dlls"):
+        return
+    _cuda_preloaded = True
+    try:
+        ort.preload_dlls()
+    except Exception as exc:  # then the system's libraries must do
+        log.debug("onnxruntime.preload_dlls: %s", exc)
+
+
 def _create_session(ort: Any, graph: bytes, so: Any, chain: list[Any]) -> Any:
     """An InferenceSession for `chain`; a plugin provider is attached to the session
     options by device, as ONNX Runtime requires, instead of being named."""
     first = _names(chain)[0]
+    if first in (_TRT, _CUDA):
+        preload_cuda_libraries(ort)
     plugin = openvino_plugin_devices(ort) if first == _OPENVINO else []
     if plugin:
         so.add_provider_for_devices(plugin, chain[0][1])
@@ -167,6 +228,19 @@ def create_session(
 ) -> Any:
     """An ONNX Runtime session for `graph` on `options.device`; a forced device that did
     not come up raises :class:`EngineError`."""
+    return open_session(graph, options, variant=variant, source=source)[0]
+
+
+def _captures_graphs(chain: list[Any], provider: str) -> bool:
+    opts = dict(c for c in chain if not isinstance(c, str)).get(provider, {})
+    return "1" in (opts.get("enable_cuda_graph"), opts.get("trt_cuda_graph_enable"))
+
+
+def open_session(
+    graph: bytes, options: EngineOptions, *, variant: str = "fp32", source: str = "<graph>"
+) -> tuple[Any, bool]:
+    """:func:`create_session`, and whether the session captures CUDA graphs (then its
+    inputs and outputs must sit in fixed GPU buffers)."""
     ort: Any = require("onnxruntime", extra="gpu", feature="the inference engine")
     if options.trt_cache_dir is not None:
         options = replace(options, trt_cache_dir=trt_cache_folder(options.trt_cache_dir, graph))
@@ -184,7 +258,16 @@ def create_session(
     for key, value in options.extra_session_config.items():
         so.add_session_config_entry(key, value)
     try:
-        session = _create_session(ort, graph, so, chain)
+        try:
+            session = _create_session(ort, graph, so, chain)
+        except Exception as exc:
+            if options.cuda_graph is not None or _CUDA not in _names(chain):
+                raise
+            # A graph ONNX Runtime cannot capture (control flow, say): run it without.
+            log.warning("no CUDA graphs for %s (%s); running without them", source, exc)
+            plain = replace(options, cuda_graph=False)
+            chain = provider_chain(options.device, available_providers(ort), plain)
+            session = _create_session(ort, graph, so, chain)
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise EngineError(
             f"{source}: ONNX Runtime cannot load graph variant {variant!r}: {exc}"
@@ -196,7 +279,7 @@ def create_session(
             f"device {options.device!r} was requested but ONNX Runtime fell back to "
             f"{used[0]} (see its log above for why {wanted_first} failed)"
         )
-    return session
+    return session, _captures_graphs(chain, used[0])
 
 
 class Engine:
@@ -225,6 +308,7 @@ class Engine:
         self.provider: str = session.get_providers()[0]
         self._bindings: dict[int, tuple[Any, np.ndarray, np.ndarray]] = {}
         self._device_buffers: dict[int, tuple[Any, Any, Any]] = {}
+        self._graph_runs: dict[int, Any] = {}  # batch size -> RunOptions naming its graph
         self._map_hw: tuple[int, int] | None = None
 
     @classmethod
@@ -258,14 +342,14 @@ class Engine:
     ) -> Engine:
         """Build a session for graph bytes and check them against the manifest's spec."""
         options = options or EngineOptions()
-        session = create_session(graph, options, variant=variant, source=source)
+        session, cuda_graph = open_session(graph, options, variant=variant, source=source)
         engine = cls(
             session,
             input_name=spec.input.name,
             output_names=(spec.outputs.map_st, spec.outputs.map_ae),
             variant=variant,
             input_hw=(spec.input.height, spec.input.width),
-            cuda_graph=options.cuda_graph and options.device in ("cuda", "tensorrt"),
+            cuda_graph=cuda_graph,
         )
         engine.check_signature(source=source)
         log.info(
@@ -327,7 +411,9 @@ class Engine:
 
     def _device_binding(self, batch: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
         """CUDA graphs replay fixed GPU addresses: the input and both maps get GPU buffers
-        of their own, allocated once per batch size; `run` copies in and out."""
+        of their own, allocated once per batch size; `run` copies in and out. Each batch
+        size is captured as its own graph (ONNX Runtime's `gpu_graph_id`): a graph
+        captured at one shape must never replay at another."""
         ort: Any = require("onnxruntime", extra="gpu", feature="CUDA graphs")
         n = batch.shape[0]
         shapes = {o.name: o.shape for o in self.session.get_outputs()}
@@ -345,6 +431,9 @@ class Engine:
             binding.bind_ortvalue_output(name, device[-1])
             host.append(np.empty(shape, np.float32))
         self._device_buffers[n] = (device_input, device[0], device[1])
+        run_options = ort.RunOptions()
+        run_options.add_run_config_entry("gpu_graph_id", str(n))
+        self._graph_runs[n] = run_options
         self._bindings[n] = (binding, host[0], host[1])
         return self._bindings[n]
 
@@ -365,7 +454,7 @@ class Engine:
                 self.session.run_with_iobinding(binding)
             else:
                 device[0].update_inplace(batch)
-                self.session.run_with_iobinding(binding)
+                self.session.run_with_iobinding(binding, self._graph_runs[batch.shape[0]])
                 out_st[...] = device[1].numpy()
                 out_ae[...] = device[2].numpy()
         except Exception as exc:  # onnxruntime raises its own untyped errors

@@ -84,8 +84,36 @@ def test_cuda_graphs_are_asked_of_both_gpu_providers() -> None:
     options = dict(c for c in chain if not isinstance(c, str))
     assert options[_TRT]["trt_cuda_graph_enable"] == "1"
     assert options[_CUDA]["enable_cuda_graph"] == "1"
-    plain = provider_chain("cuda", [_CUDA, _CPU], EngineOptions())
+    plain = provider_chain("cuda", [_CUDA, _CPU], EngineOptions(cuda_graph=False))
     assert plain == [_CUDA, _CPU]  # no options: no CUDA graphs
+
+
+def test_cuda_graphs_are_on_by_default_for_cuda_only() -> None:
+    from edge_sdk.engine import _captures_graphs
+
+    chain = provider_chain("auto", [_TRT, _CUDA, _CPU], EngineOptions())
+    options = dict(c for c in chain if not isinstance(c, str))
+    assert options[_CUDA]["enable_cuda_graph"] == "1"
+    assert "trt_cuda_graph_enable" not in options[_TRT]  # not measured on TensorRT yet
+    assert _captures_graphs(chain, _CUDA) and not _captures_graphs(chain, _TRT)
+    assert not _captures_graphs(chain, _CPU)
+
+
+def test_tensorrt_is_left_out_where_its_library_is_missing() -> None:
+    """onnxruntime-gpu lists TensorRT even without TensorRT installed (seen on an H200
+    box); asking for it there only buys a fallback banner on every session."""
+    from edge_sdk.engine import available_providers, tensorrt_loadable
+
+    class FakeOrt:  # what onnxruntime-gpu reports; OpenVINO's plugin is not looked up
+        @staticmethod
+        def get_available_providers() -> list[str]:
+            return [_TRT, _CUDA, _OV, _CPU]
+
+    if tensorrt_loadable():
+        pytest.skip("TensorRT is installed here")
+    assert available_providers(FakeOrt()) == [_CUDA, _OV, _CPU]
+    with pytest.raises(EngineError, match=r"TensorRT 10 \(libnvinfer\.so\.10"):
+        provider_chain("tensorrt", available_providers(FakeOrt()), EngineOptions())
 
 
 def test_tensorrt_cache_is_one_folder_per_graph(tmp_path: Path) -> None:

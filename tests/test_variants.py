@@ -92,6 +92,38 @@ def test_fp16_variant_parity(s_bundle: Path, tmp_path: Path, images) -> None:
     )
     assert report["max_map_difference"] < 0.05
     assert Bundle.open(out).manifest.model.variants["fp16"].file == "model.fp16.onnx"
+    assert report["checked_on"] == ["CPUExecutionProvider"]  # no CUDA here
+
+
+def test_fp16_keeps_the_map_arithmetic_in_float32(s_bundle: Path) -> None:
+    import onnx
+    from onnx import TensorProto
+
+    from edge_sdk.variants import FP16_OPS, convert_fp16
+
+    model = onnx.load_from_string(convert_fp16(Bundle.open(s_bundle).graph()))
+    del model.graph.value_info[:]  # the converter's own notes; infer the types afresh
+    model = onnx.shape_inference.infer_shapes(model)
+    elem = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+    elem.update({i.name: i.data_type for i in model.graph.initializer})
+    elem.update({o.name: o.type.tensor_type.elem_type for o in model.graph.output})
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert convs and all(elem[n.input[1]] == TensorProto.FLOAT16 for n in convs)
+    kept = [n for n in model.graph.node if n.op_type in ("ReduceSum", "Sub", "Resize")]
+    assert kept and all(elem[n.output[0]] == TensorProto.FLOAT for n in kept)
+    assert {"Conv", "Relu"} <= FP16_OPS and "ReduceSum" not in FP16_OPS
+    # No rounding to fp16 between two float32 nodes: a cast to fp16 only feeds fp16 layers,
+    # and the constants of float32 nodes (the channel mean's 1/384) stay float32.
+    to_fp16 = {
+        n.output[0]
+        for n in model.graph.node
+        if n.op_type == "Cast" and n.attribute[0].i == TensorProto.FLOAT16
+    }
+    consumers = [n for n in model.graph.node if set(n.input) & to_fp16]
+    assert consumers and all(n.op_type in FP16_OPS for n in consumers)
+    for node in model.graph.node:
+        if node.op_type == "Mul":
+            assert all(elem[i] == TensorProto.FLOAT for i in node.input)
 
 
 def test_pytorch_reference_runs_the_same_weights(s_bundle: Path) -> None:
@@ -117,6 +149,7 @@ def test_bench_report(s_bundle: Path) -> None:
     report = run_bench(str(s_bundle), options)
     names = [r["name"] for r in report["rows"]]
     assert names == ["cpu/fp32/batch1", "cpu/fp32/batch2", "pytorch-eager/fp32/batch1"]
+    assert report["reference_device"] == "cpu" and report["gpu"] is None
     assert all(r["speedup_vs_reference"] > 0 for r in report["rows"])
     assert "pytorch-eager/fp32" in format_report(report)
     peak = report["peaks"]["fp32"]

@@ -21,9 +21,13 @@ from edge_sdk.training.inference_graph import InferenceGraph
 log = logging.getLogger(__name__)
 
 
-def torch_reference(bundle: Bundle, threads: int) -> Callable[[np.ndarray], Any] | None:
-    """The bundle's float32 weights in PyTorch eager (NCHW fp32); None when the graph's
-    initializers do not map onto the networks (a graph not exported by edge-ad)."""
+def torch_reference(
+    bundle: Bundle, threads: int, *, device: str = "cpu"
+) -> Callable[[np.ndarray], Any] | None:
+    """The bundle's float32 weights in PyTorch eager (NCHW fp32) on `device` ("cpu" or
+    "cuda"); None when the graph's initializers do not map onto the networks (a graph not
+    exported by edge-ad). On a GPU each call copies the batch in and the maps out, as the
+    engine does, so both are timed alike."""
     arch = bundle.manifest.model.architecture
     graph = InferenceGraph(
         networks.teacher(arch),
@@ -44,9 +48,11 @@ def torch_reference(bundle: Bundle, threads: int) -> Callable[[np.ndarray], Any]
     graph.load_state_dict({k: weights[k] for k in state})
     if threads:
         torch.set_num_threads(threads)
+    graph = graph.to(device).eval()
 
     def run(batch: np.ndarray) -> Any:
         with torch.inference_mode():
-            return graph(torch.from_numpy(batch))
+            maps = graph(torch.from_numpy(batch).to(device))
+            return tuple(m.cpu() for m in maps) if device != "cpu" else maps
 
     return run
