@@ -2,10 +2,11 @@
 
 Runs every test image of an MVTec-layout data set through the fp32 graph on ONNX Runtime's
 CPU provider (the reference) and through each other variant on each CPU provider installed
-(ONNX Runtime's CPU kernels, OpenVINO), and counts the verdicts that flip at the bundle's
-threshold. Also prints the largest score difference and the image AUROC of each, so a
-variant that keeps every verdict but loses ranking shows too. Writes the figures to
-benchmarks/results/.
+(ONNX Runtime's CPU kernels, OpenVINO), alone and as the Inspector runs it by default
+(near-threshold parts re-decided by float32), and counts the verdicts that flip at the
+bundle's threshold, the parts re-decided, and the time per part (whole Inspector). Also
+prints the largest score difference and the image AUROC of each, so a variant that keeps
+every verdict but loses ranking shows too. Writes the figures to benchmarks/results/.
 
     python benchmarks/variant_flips.py --bundle mt.bundle ../shared/data/magnetic_tile
 """
@@ -16,6 +17,7 @@ import argparse
 import json
 import platform
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -49,16 +51,28 @@ def main() -> int:
     runs = {"cpu/fp32": Inspector.open(bundle, device="cpu", variant="fp32")}
     for device in (d for d in installed_devices() if d in ("cpu", "openvino")):
         for variant in args.variant or bundle.variants():
-            if f"{device}/{variant}" not in runs:
-                runs[f"{device}/{variant}"] = Inspector.open(bundle, device=device, variant=variant)
+            if f"{device}/{variant}" in runs:
+                continue
+            # The variant alone, and as the Inspector runs it by default: parts scored near
+            # the threshold re-decided by float32.
+            raw = Inspector.open(bundle, device=device, variant=variant, recheck=False)
+            runs[f"{device}/{variant}"] = raw
+            guarded = Inspector.open(bundle, device=device, variant=variant)
+            if guarded.recheck is not None:
+                runs[f"{device}/{variant}+recheck"] = guarded
     scores: dict[str, list[float]] = {k: [] for k in runs}
     verdicts: dict[str, list[Verdict]] = {k: [] for k in runs}
+    rechecked: dict[str, int] = {k: 0 for k in runs}
+    ms: dict[str, list[float]] = {k: [] for k in runs}
     for n, sample in enumerate(samples, 1):
         image = read_image(sample.path)
         for key, inspector in runs.items():
+            start = time.perf_counter()
             result = inspector.inspect(image)
+            ms[key].append((time.perf_counter() - start) * 1e3)
             if result.verdict is Verdict.ERROR:
-                raise SystemExit(f"{sample.path}: {key} gave ERROR: {result.reason}")
+                raise SystemExit(f"{sample.path}: {key} gave ERROR: {result.error}")
+            rechecked[key] += result.graph != inspector.engine.variant
             scores[key].append(result.score)
             verdicts[key].append(result.verdict)
         if n % 50 == 0:
@@ -80,6 +94,13 @@ def main() -> int:
                 "provider": runs[key].provider,
                 "verdict_flips": len(flipped),
                 "flipped": flipped,
+                "rechecked_in_fp32": rechecked[key],
+                "ms_per_part": {
+                    "p50": float(np.median(ms[key])),
+                    "mean": float(np.mean(ms[key])),
+                    "p99": float(np.percentile(ms[key], 99)),
+                },
+                "recheck_margin": runs[key].recheck_margin if runs[key].recheck else None,
                 "max_score_difference": float(np.max(np.abs(s - reference))),
                 "image_auroc": auroc(s[~defective], s[defective]) if defective.any() else None,
             }
@@ -94,12 +115,16 @@ def main() -> int:
         "rows": rows,
     }
     print(f"{len(samples)} images ({int(defective.sum())} defective), reference cpu/fp32")
-    print(f"{'run':<16}{'flips':>7}{'max |score diff|':>18}{'image AUROC':>13}")
+    print(
+        f"{'run':<24}{'flips':>7}{'max |score diff|':>18}{'image AUROC':>13}{'rechecked':>11}"
+        f"{'p50 ms':>9}{'mean ms':>9}"
+    )
     for row in rows:
         auc = f"{row['image_auroc']:.4f}" if row["image_auroc"] is not None else "-"
         print(
-            f"{row['run']:<16}{row['verdict_flips']:>7}"
-            f"{row['max_score_difference']:>18.5f}{auc:>13}"
+            f"{row['run']:<24}{row['verdict_flips']:>7}"
+            f"{row['max_score_difference']:>18.5f}{auc:>13}{row['rechecked_in_fp32']:>11}"
+            f"{row['ms_per_part']['p50']:>9.1f}{row['ms_per_part']['mean']:>9.1f}"
         )
     out = Path(args.out) if args.out else RESULTS / f"variant_flips_{Path(args.data).name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -90,7 +90,7 @@ def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
     for (d, v), inspector in inspectors.items():
         for b in options.batches:
             key = f"{d}/{v}/batch{b}"
-            stage_log[key] = {"preprocess": [], "infer": [], "decide": []}
+            stage_log[key] = {"preprocess": [], "infer": [], "decide": [], "rechecked": []}
 
             def task(inspector: Inspector = inspector, b: int = b, key: str = key) -> Any:
                 results = inspector.inspect_batch(frames[:b])
@@ -98,6 +98,10 @@ def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
                 stage_log[key]["preprocess"].append(lat.preprocess_ms)
                 stage_log[key]["infer"].append(lat.infer_ms)
                 stage_log[key]["decide"].append(lat.decide_ms)
+                # parts a faster variant scored near the threshold, re-decided by float32
+                stage_log[key]["rechecked"].append(
+                    sum(r.graph != inspector.engine.variant for r in results) / len(results)
+                )
 
             tasks[key] = task
     reference = None
@@ -135,9 +139,11 @@ def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
             "images_per_s": 1e3 * batch / statistics.median(ms),
         }
         if key in stage_log:
+            log_ = stage_log[key]
             row["stages_per_image_ms"] = {
-                s: statistics.median(v) for s, v in stage_log[key].items()
+                s: statistics.median(log_[s]) for s in ("preprocess", "infer", "decide")
             }
+            row["rechecked_fraction"] = statistics.mean(log_["rechecked"])
         rows.append(row)
     floors = _floors(bundle, variants, options) if set(devices) & set(_CPU_DEVICES) else {}
     for row in rows:

@@ -79,6 +79,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         variant=args.variant,
         threads=args.threads,
         max_batch=args.batch,
+        recheck=args.recheck,
     )
     if not args.json:
         print(
@@ -392,6 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=list(DEVICES))
     p.add_argument("--variant", help="graph variant (fp32, fp16, int8); default: best for device")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0: one per core)")
+    p.add_argument(
+        "--no-recheck",
+        dest="recheck",
+        action="store_false",
+        help="let an int8/fp16 variant decide near-threshold parts alone (default: float32 "
+        "re-decides them)",
+    )
     p.add_argument("--batch", type=int, default=1, help="images per graph run")
     p.add_argument("--json", action="store_true", help="one JSON line per image on stdout")
     p.set_defaults(func=cmd_inspect)

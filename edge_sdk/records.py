@@ -63,6 +63,9 @@ class Result:
     latency: Latency = field(default_factory=Latency)
     part_id: str | None = None
     error: str | None = None
+    # The graph whose maps decided ("int8", "fp16", "fp32"); "fp32" also where a faster
+    # variant's score fell near the threshold and the float32 graph re-decided the part.
+    graph: str = ""
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready summary (no arrays)."""
@@ -79,4 +82,5 @@ class Result:
                 "total": round(self.latency.total_ms, 3),
             },
             "error": self.error,
+            "graph": self.graph or None,
         }

@@ -117,6 +117,7 @@ def run_line(
         threads=config.threads,
         trt_cache_dir=config.trt_cache_dir,
         cuda_graph=config.cuda_graph,
+        recheck=config.recheck,
     )
     log.info(
         "model %s: %s graph on %s",

@@ -74,3 +74,14 @@ def test_json_in_the_environment(tmp_path: Path) -> None:
     assert config.sinks == [{"type": "jsonl", "path": "-"}]
     with pytest.raises(ConfigError, match="EDGE_AD_SINKS"):
         load_config(None, environ={**env, "EDGE_AD_SINKS": "[oops"})
+
+
+def test_gpu_and_recheck_keys_default_to_the_engine_defaults(tmp_path: Path) -> None:
+    line = write(tmp_path / "line.yaml", "bundle: b.bundle\n")
+    config, _ = load_config(line, environ={})
+    # None: CUDA graphs on for the CUDA provider, off for TensorRT (EngineOptions decides).
+    assert config.cuda_graph is None and config.recheck is True
+    env = {"EDGE_AD_RECHECK": "false", "EDGE_AD_CUDA_GRAPH": "false"}
+    config, origin = load_config(line, environ=env)
+    assert config.recheck is False and config.cuda_graph is False
+    assert origin["recheck"] == "environment"

@@ -39,6 +39,54 @@ def test_int8_variant_is_recorded_and_preferred_on_cpu(
     with Inspector.open(out, device="cpu") as inspector:
         assert inspector.engine.variant == "int8"  # the CPU's best variant, chosen alone
         assert np.isfinite(inspector.inspect(good[0]).score)
+        # Near-threshold parts are re-decided by float32, 3x the gate's score difference.
+        assert inspector.recheck is not None and inspector.recheck.variant == "fp32"
+        assert inspector.recheck_margin == pytest.approx(3 * report["max_score_difference"])
+    with Inspector.open(out, device="cpu", recheck=False) as raw:
+        assert raw.recheck is None
+
+
+def test_float32_re_decides_parts_near_the_threshold(s_bundle: Path, tmp_path: Path, images):
+    from edge_sdk.engine import Engine, EngineOptions
+    from edge_sdk.errors import EngineError
+    from edge_sdk.records import Verdict
+    from edge_sdk.variants import add_variant
+
+    good, bad = images
+    out, _ = add_variant(
+        s_bundle, tmp_path / "int8.bundle", kind="int8", good=good, bad=bad, allow_flips=True
+    )
+    bundle = Bundle.open(out)
+    fp32 = Inspector.open(bundle, device="cpu", variant="fp32")
+    int8 = Inspector.open(bundle, device="cpu", variant="int8", recheck=False)
+    part = bad[0]
+    exact, fast = fp32.inspect(part), int8.inspect(part)
+    assert exact.graph == "fp32" and fast.graph == "int8" and fast.score != exact.score
+    # A threshold between the two scores: the int8 verdict alone would differ from fp32's.
+    threshold = (exact.score + fast.score) / 2
+    exact_engine = Engine.from_bundle(bundle, EngineOptions(device="cpu", variant="fp32"))
+    margin = abs(fast.score - exact.score)
+    guarded = Inspector(bundle.manifest, int8.engine, recheck=exact_engine, recheck_margin=margin)
+    for inspector in (fp32, int8, guarded):
+        inspector.image_threshold = threshold
+    assert fp32.inspect(part).verdict != int8.inspect(part).verdict
+    result = guarded.inspect(part)
+    assert result.graph == "fp32" and result.verdict == fp32.inspect(part).verdict
+    assert result.score == pytest.approx(exact.score, rel=1e-6)
+    # Far from the threshold the variant decides alone.
+    guarded.image_threshold = exact.score + 10 * margin + 1.0
+    assert guarded.inspect(part).graph == "int8"
+
+    class Broken:  # a recheck engine that fails: the part is rejected, never passed
+        variant = "fp32"
+
+        def run(self, batch: np.ndarray) -> None:
+            raise EngineError("device lost")
+
+    guarded.image_threshold = threshold
+    guarded.recheck = Broken()  # type: ignore[assignment]
+    failed = guarded.inspect(part)
+    assert failed.verdict is Verdict.ERROR and "recheck: device lost" in (failed.error or "")
 
 
 def test_gate_refuses_a_variant_that_flips_a_verdict(

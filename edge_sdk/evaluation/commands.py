@@ -56,6 +56,13 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--variant", help="graph variant (fp32, fp16, int8); default: best for device")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0: one per core)")
+    p.add_argument(
+        "--no-recheck",
+        dest="recheck",
+        action="store_false",
+        help="let an int8/fp16 variant decide near-threshold parts alone (default: float32 "
+        "re-decides them)",
+    )
     p.add_argument("--batch", type=_positive, default=8, help="images per graph run")
     p.add_argument(
         "--worst", type=int, default=6, help="overlays of this many worst escapes and false rejects"
@@ -89,6 +96,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
         variant=args.variant,
         threads=args.threads,
+        recheck=args.recheck,
         batch=args.batch,
         worst=max(args.worst, 0),
         progress=progress,

@@ -171,6 +171,8 @@ def evaluate(
             },
             "graph": inspector.engine.variant,
             "provider": inspector.provider,
+            # near-threshold parts of a faster variant re-decided by float32 (None: never)
+            "recheck_margin": inspector.recheck_margin if inspector.recheck else None,
         },
         "data": {
             "path": str(test_set.root),
@@ -211,6 +213,7 @@ def evaluate_bundle(
     device: Device = "auto",
     variant: str | None = None,
     threads: int = 0,
+    recheck: bool = True,
     batch: int = 8,
     worst: int = 6,
     progress: Callable[[int, int], None] | None = None,
@@ -226,6 +229,7 @@ def evaluate_bundle(
         variant=variant,
         threads=threads,
         max_batch=batch,
+        recheck=recheck,
     ) as inspector:
         return evaluate(
             inspector, test_set, out_dir=out, batch=batch, worst=worst, progress=progress
