@@ -74,30 +74,14 @@ def start_probe(bundle: Path, device: str, **options: Any) -> dict[str, Any]:
 def torch_models(bundle: Any) -> dict[str, Callable[[np.ndarray], Any]]:
     """PyTorch on the GPU from the bundle's fp32 weights: eager fp32, eager fp16
     (autocast), and fp16 replayed from a captured CUDA graph."""
-    import onnx
     import torch
-    from onnx import numpy_helper
 
-    from edge_sdk.training import networks
-    from edge_sdk.training.inference_graph import InferenceGraph
-    from edge_sdk.training.reference import torch_reference
+    from edge_sdk.training.reference import reference_module, torch_reference
 
     eager = torch_reference(bundle, 0, device="cuda")  # the product's own reference
-    assert eager is not None
-    arch = bundle.manifest.model.architecture
-    module = InferenceGraph(
-        networks.teacher(arch),
-        networks.student(arch),
-        networks.autoencoder(),
-        torch.zeros(384),
-        torch.ones(384),
-    )
-    weights = {
-        i.name: torch.from_numpy(numpy_helper.to_array(i).copy())
-        for i in onnx.load_from_string(bundle.graph("fp32")).graph.initializer
-    }
-    module.load_state_dict({k: weights[k] for k in module.state_dict()})
-    module = module.cuda().eval()
+    module = reference_module(bundle)
+    assert eager is not None and module is not None
+    module = module.cuda()
 
     def fp16(batch: np.ndarray) -> Any:
         with torch.inference_mode(), torch.autocast("cuda", torch.float16):

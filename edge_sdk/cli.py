@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edge_sdk.cli_options import add_engine_options
 from edge_sdk.engine import DEVICES
 from edge_sdk.errors import EdgeADError
 
@@ -390,16 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--bundle", required=True, help="the *.bundle file or directory")
     p.add_argument("--out", help="folder for overlays and results.jsonl")
-    p.add_argument("--device", default="auto", choices=list(DEVICES))
-    p.add_argument("--variant", help="graph variant (fp32, fp16, int8); default: best for device")
-    p.add_argument("--threads", type=int, default=0, help="inference threads (0: one per core)")
-    p.add_argument(
-        "--no-recheck",
-        dest="recheck",
-        action="store_false",
-        help="let an int8/fp16 variant decide near-threshold parts alone (default: float32 "
-        "re-decides them)",
-    )
+    add_engine_options(p)
     p.add_argument("--batch", type=int, default=1, help="images per graph run")
     p.add_argument("--json", action="store_true", help="one JSON line per image on stdout")
     p.set_defaults(func=cmd_inspect)

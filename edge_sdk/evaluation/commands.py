@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edge_sdk.cli_options import add_engine_options
+from edge_sdk.engine import DEVICES
+
 EXIT_OK, EXIT_USAGE = 0, 2
-DEVICES = ["auto", "cpu", "openvino", "cuda", "tensorrt"]
 POLICY_CHOICES = ["frr", "f1", "zero-escape", "strict"]
 
 
@@ -53,16 +55,7 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("data", metavar="DATA", help="data set folder (MVTec AD layout)")
     p.add_argument("--bundle", required=True, help="the *.bundle file or directory")
     p.add_argument("--out", help="folder for report.json and pictures")
-    p.add_argument("--device", default="auto", choices=DEVICES)
-    p.add_argument("--variant", help="graph variant (fp32, fp16, int8); default: best for device")
-    p.add_argument("--threads", type=int, default=0, help="inference threads (0: one per core)")
-    p.add_argument(
-        "--no-recheck",
-        dest="recheck",
-        action="store_false",
-        help="let an int8/fp16 variant decide near-threshold parts alone (default: float32 "
-        "re-decides them)",
-    )
+    add_engine_options(p)
     p.add_argument("--batch", type=_positive, default=8, help="images per graph run")
     p.add_argument(
         "--worst", type=int, default=6, help="overlays of this many worst escapes and false rejects"
@@ -137,7 +130,7 @@ def add_calibrate_parser(subparsers: Any) -> argparse.ArgumentParser:
         "frr and zero-escape. Default: frr, or strict with --bad",
     )
     p.add_argument("--name", help="name of the new bundle (default <name>-recal-<date>)")
-    p.add_argument("--device", default="cpu", choices=DEVICES)
+    p.add_argument("--device", default="cpu", choices=list(DEVICES))
     p.add_argument("--json", action="store_true", help="print the new threshold record as JSON")
     p.set_defaults(func=cmd_calibrate)
     return p

@@ -21,13 +21,10 @@ from edge_sdk.training.inference_graph import InferenceGraph
 log = logging.getLogger(__name__)
 
 
-def torch_reference(
-    bundle: Bundle, threads: int, *, device: str = "cpu"
-) -> Callable[[np.ndarray], Any] | None:
-    """The bundle's float32 weights in PyTorch eager (NCHW fp32) on `device` ("cpu" or
-    "cuda"); None when the graph's initializers do not map onto the networks (a graph not
-    exported by edge-ad). On a GPU each call copies the batch in and the maps out, as the
-    engine does, so both are timed alike."""
+def reference_module(bundle: Bundle) -> InferenceGraph | None:
+    """The bundle's inference graph as a PyTorch module holding its float32 weights (eval
+    mode, on the CPU); None when the graph's initializers do not map onto the networks (a
+    graph not exported by edge-ad)."""
     arch = bundle.manifest.model.architecture
     graph = InferenceGraph(
         networks.teacher(arch),
@@ -46,9 +43,21 @@ def torch_reference(
         log.warning("no PyTorch reference: graph initializers lack %s", missing[:3])
         return None
     graph.load_state_dict({k: weights[k] for k in state})
+    return graph.eval()
+
+
+def torch_reference(
+    bundle: Bundle, threads: int, *, device: str = "cpu"
+) -> Callable[[np.ndarray], Any] | None:
+    """The bundle's float32 weights in PyTorch eager (NCHW fp32) on `device` ("cpu" or
+    "cuda"); None as for :func:`reference_module`. On a GPU each call copies the batch in
+    and the maps out, as the engine does, so both are timed alike."""
+    module = reference_module(bundle)
+    if module is None:
+        return None
     if threads:
         torch.set_num_threads(threads)
-    graph = graph.to(device).eval()
+    graph = module.to(device)
 
     def run(batch: np.ndarray) -> Any:
         with torch.inference_mode():
