@@ -3,7 +3,10 @@ a reference measured in the same run (the same weights in PyTorch eager, as the 
 EfficientAD code runs them), so the figures are ratios a noisy machine cannot fake.
 
 Rounds are interleaved across everything measured (variant A, variant B, reference, A,
-...), so a burst of load from elsewhere hits all of them alike.
+...), so a burst of load from elsewhere hits all of them alike. The machine's peak (the
+reference convolutions of edge_sdk.peak, on each CPU provider) runs in the same rounds: on
+a shared host its measured int8 peak moved between 1.1 and 2.2 TOP/s from one run to the
+next, and a peak measured apart from the model made the model's distance to it meaningless.
 """
 
 from __future__ import annotations
@@ -116,6 +119,9 @@ def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
             reference = torch_reference(bundle, options.threads, device=ref_device)
     if reference is not None:
         tasks["pytorch-eager/fp32/batch1"] = lambda: reference(prepared[:1])
+    peaks = _peak_tasks(bundle, variants, options) if set(devices) & set(_CPU_DEVICES) else {}
+    for key, conv in peaks.items():
+        tasks[key] = conv.run
     for task in tasks.values():  # warm-up
         task()
     times: dict[str, list[float]] = {k: [] for k in tasks}
@@ -125,8 +131,13 @@ def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
             task()
             times[key].append((time.perf_counter() - t0) * 1e3)
 
+    floors = _floors(bundle, peaks, times)
+    if "fp16" in variants and "fp32" in floors:
+        floors["fp16"] = floors["fp32"]
     rows = []
     for key, ms in times.items():
+        if key in peaks:
+            continue
         device, variant, batch_text = key.split("/")
         batch = int(batch_text.removeprefix("batch"))
         row: dict[str, Any] = {
@@ -145,7 +156,6 @@ def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
             }
             row["rechecked_fraction"] = statistics.mean(log_["rechecked"])
         rows.append(row)
-    floors = _floors(bundle, variants, options) if set(devices) & set(_CPU_DEVICES) else {}
     for row in rows:
         if row["device"] in _CPU_DEVICES and row["variant"] in floors:
             row["floor_ms"] = floors[row["variant"]]["floor_ms"]
@@ -178,35 +188,58 @@ def _gpu_name() -> str | None:
         return None
 
 
-def _floors(
-    bundle: Bundle, variants: tuple[str, ...], options: BenchOptions
-) -> dict[str, dict[str, Any]]:
-    """Per numeric kind, the model's convolutions at this machine's best measured peak
-    (the fastest CPU provider installed, whichever is being benchmarked)."""
+def _peak_tasks(bundle: Bundle, variants: tuple[str, ...], options: BenchOptions) -> dict[str, Any]:
+    """The reference convolutions (edge_sdk.peak) on every CPU provider installed, for each
+    numeric kind the bundle has, keyed "peak/<kind>/<device>/<channels>x<size>": they run in
+    the same interleaved rounds as the model."""
     try:
-        from edge_sdk.peak import conv_macs, measure_peak
+        from edge_sdk.peak import peak_convs
+    except ImportError as exc:
+        log.warning("no floor estimate (%s)", exc)
+        return {}
+    cpu_side = [d for d in installed_devices() if d in _CPU_DEVICES]
+    tasks: dict[str, Any] = {}
+    for kind, int8 in (("fp32", False), ("int8", True)):
+        if kind not in variants and not (kind == "fp32" and "fp16" in variants):
+            continue  # fp16 on a CPU is judged against the float32 peak
+        for device in cpu_side:
+            for conv in peak_convs(int8=int8, threads=options.threads, device=device):
+                tasks[f"peak/{kind}/{device}/{conv.channels}x{conv.size}"] = conv
+    return tasks
+
+
+def _floors(
+    bundle: Bundle, peaks: dict[str, Any], times: dict[str, list[float]]
+) -> dict[str, dict[str, Any]]:
+    """Per numeric kind, the model's convolutions at this machine's best measured peak:
+    the fastest reference convolution on the fastest CPU provider installed, whichever is
+    being benchmarked (a provider's peak is a property of its kernels too)."""
+    if not peaks:
+        return {}
+    try:
+        from edge_sdk.peak import conv_macs
 
         macs = conv_macs(bundle.graph("fp32"))
     except ImportError as exc:
         log.warning("no floor estimate (%s)", exc)
         return {}
-    cpu_side = [d for d in installed_devices() if d in _CPU_DEVICES]
     out: dict[str, dict[str, Any]] = {}
-    for variant, int8 in (("fp32", False), ("fp16", False), ("int8", True)):
-        if variant not in variants:
-            continue
-        by_device = {
-            d: max(measure_peak(int8=int8, threads=options.threads, device=d)["gops"] for _ in "ab")
-            for d in cpu_side
-        }
+    for key, conv in peaks.items():
+        _, kind, device, shape = key.split("/")
+        gops = conv.gops(statistics.median(times[key]) / 1e3)
+        entry = out.setdefault(kind, {"peak_gops_by_device": {}, "by_shape": {}})
+        entry["by_shape"][f"{device}/{shape}"] = gops
+        by_device = entry["peak_gops_by_device"]
+        by_device[device] = max(by_device.get(device, 0.0), gops)
+    for entry in out.values():
+        by_device = entry["peak_gops_by_device"]
         best = max(by_device, key=by_device.__getitem__)
-        out[variant] = {
-            "peak_gops": by_device[best],
-            "peak_device": best,
-            "peak_gops_by_device": by_device,
-            "gmac": macs / 1e9,
-            "floor_ms": 2 * macs / (by_device[best] * 1e9) * 1e3,
-        }
+        entry.update(
+            peak_gops=by_device[best],
+            peak_device=best,
+            gmac=macs / 1e9,
+            floor_ms=2 * macs / (by_device[best] * 1e9) * 1e3,
+        )
     return out
 
 

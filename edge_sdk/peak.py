@@ -92,28 +92,49 @@ def _conv_graph(int8: bool, c: int, hw: int) -> bytes:
     return bytes(model.SerializeToString())
 
 
+class PeakConv:
+    """One reference convolution (a shape of :data:`SHAPES`) ready to run on a provider;
+    `run()` times nothing, so a benchmark can interleave it with the model's rounds."""
+
+    def __init__(self, *, int8: bool, c: int, hw: int, threads: int = 0, device: str = "cpu"):
+        from edge_sdk.engine import EngineOptions, create_session
+
+        options = EngineOptions(device=device, threads=threads)  # type: ignore[arg-type]
+        self.session = create_session(_conv_graph(int8, c, hw), options, source="peak convolution")
+        self.x = np.random.default_rng(1).random((1, c, hw, hw), dtype=np.float32)
+        self.channels, self.size = c, hw
+        self.macs = hw * hw * c * c * _K * _K
+
+    def run(self) -> None:
+        self.session.run(None, {"x": self.x})
+
+    def gops(self, median_s: float) -> float:
+        """GOP/s (2 operations per multiply-accumulate) at a median time per run."""
+        return 2 * self.macs / median_s / 1e9
+
+
+def peak_convs(*, int8: bool, threads: int = 0, device: str = "cpu") -> list[PeakConv]:
+    """The reference convolutions of :data:`SHAPES` on `device` ("cpu" or "openvino")."""
+    return [PeakConv(int8=int8, c=c, hw=hw, threads=threads, device=device) for c, hw in SHAPES]
+
+
 def measure_peak(
     *, int8: bool, threads: int = 0, rounds: int = 15, device: str = "cpu"
 ) -> dict[str, float]:
-    """GOP/s (2 operations per multiply-accumulate) of the fastest reference convolution
-    (:data:`SHAPES`, median of `rounds` each) on `device` ("cpu" or "openvino")."""
-    from edge_sdk.engine import EngineOptions, create_session
-
-    options = EngineOptions(device=device, threads=threads)  # type: ignore[arg-type]
+    """GOP/s of the fastest reference convolution (:data:`SHAPES`, median of `rounds`
+    each) on `device`. `edge-ad bench` runs the same convolutions interleaved with the model
+    instead, so a machine whose speed drifts (a shared host) moves both alike."""
     best: dict[str, float] = {"gops": 0.0}
-    for c, hw in SHAPES:
-        session = create_session(_conv_graph(int8, c, hw), options, source="peak convolution")
-        x = np.random.default_rng(1).random((1, c, hw, hw), dtype=np.float32)
+    for conv in peak_convs(int8=int8, threads=threads, device=device):
         for _ in range(3):
-            session.run(None, {"x": x})
+            conv.run()
         times = []
         for _ in range(rounds):
             t0 = time.perf_counter()
-            session.run(None, {"x": x})
+            conv.run()
             times.append(time.perf_counter() - t0)
-        macs = hw * hw * c * c * _K * _K
         median = statistics.median(times)
-        if 2 * macs / median / 1e9 > best["gops"]:
-            best = {"gops": 2 * macs / median / 1e9, "median_ms": median * 1e3, "gmac": macs / 1e9}
-            best.update(channels=c, size=hw)
+        if conv.gops(median) > best["gops"]:
+            best = {"gops": conv.gops(median), "median_ms": median * 1e3, "gmac": conv.macs / 1e9}
+            best.update(channels=conv.channels, size=conv.size)
     return best
