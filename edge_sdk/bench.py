@@ -180,12 +180,20 @@ def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
 
 
 def _gpu_name() -> str | None:
-    try:
-        import torch
+    """The first GPU's name as the driver reports it (None without nvidia-smi)."""
+    import subprocess
 
-        return str(torch.cuda.get_device_name(0))
-    except Exception:  # no torch, or no GPU it can see
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
         return None
+    return out.strip().splitlines()[0] if out.strip() else None
 
 
 def _peak_tasks(bundle: Bundle, variants: tuple[str, ...], options: BenchOptions) -> dict[str, Any]:
