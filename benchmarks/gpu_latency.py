@@ -46,7 +46,6 @@ START_PROBE = r"""
 import sys, time, json
 t0 = time.perf_counter()
 from edge_sdk import Bundle, Inspector
-from edge_sdk.engine import EngineOptions
 opts = json.loads(sys.argv[3])
 t1 = time.perf_counter()
 ins = Inspector.open(Bundle.open(sys.argv[1]), device=sys.argv[2], warmup=False, **opts)
