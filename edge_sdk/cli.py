@@ -342,8 +342,22 @@ def cmd_bundle_info(args: argparse.Namespace) -> int:
         f"({norm['pad_mode']})"
     )
     thr = info["threshold"]
-    policy = thr["policy"].get("method", "unspecified")
+    record = thr["policy"]
+    policy = record.get("method", "unspecified")
     print(f"  threshold   image {thr['image']:.6g}, pixel {thr['pixel']:.6g} ({policy})")
+    target = record.get("target_false_reject_rate")
+    if target is not None:
+        line = (
+            f"  target      false-reject rate {target:g} on {record.get('images', '?')} good images"
+        )
+        expected = record.get("expected_false_reject_rate_95ci")
+        if expected is not None:
+            line += f", expected {expected[0]:.3g} to {expected[1]:.3g} (95 %)"
+        print(line)
+    if record.get("small_sample"):
+        print("  WARNING     too few good images for the target:")
+    for note in record.get("notes", []):
+        print(f"  note        {note}")
     return EXIT_OK
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import importlib.util
 import json
 import logging
 import time
@@ -100,6 +101,17 @@ def openvino_plugin_devices(ort: Any) -> list[Any]:
     ]
 
 
+def _install_hint(provider: str) -> str:
+    if provider == _OPENVINO and importlib.util.find_spec("onnxruntime_ep_openvino"):
+        # Installed, yet no device: OpenVINO's CPU plugin enumerates Intel CPUs only.
+        return (
+            "the OpenVINO plugin is installed but offers no CPU device on this machine "
+            "(its CPU device is for Intel CPUs; on others, e.g. AMD, it lists none): use "
+            "--device cpu"
+        )
+    return _INSTALL_HINT[provider]
+
+
 def available_providers(ort: Any) -> list[str]:
     """ONNX Runtime's built-in providers, plus OpenVINO when its plugin is installed, less
     TensorRT when its library is missing."""
@@ -148,7 +160,7 @@ def provider_chain(device: str, available: list[str], options: EngineOptions) ->
             if device != "auto" and name != _CPU and name == wanted[device][0]:
                 raise EngineError(
                     f"device {device!r} needs {name}, but this onnxruntime offers only "
-                    f"{available}: {_INSTALL_HINT[name]}"
+                    f"{available}: {_install_hint(name)}"
                 )
             continue
         if device == "auto" and name == _OPENVINO and chain:

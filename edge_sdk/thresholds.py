@@ -8,11 +8,18 @@ widest margin against escapes, which cost more than false rejects on a line.
 Policies (`--policy`):
 
     frr          the smallest threshold that rejects at most `target_frr` of the good
-                 images (needs good images only; the default without defective images)
+                 images (needs good images only). With fewer images than the target can
+                 resolve (under 100 for 1 %) that is the highest good score seen: one
+                 outlier among a few images sets the line's threshold
+    robust       the default without defective images: `frr` where the images resolve the
+                 target; below that, the `1 - target_frr` quantile of a normal fitted to
+                 the log scores by median and MAD (an outlier cannot move it), raised only
+                 as far as the good scores seen demand (more of them above it than a
+                 binomial test at 5 % allows for the target rate)
     f1           the threshold with the best F1 on defective (positive) vs good images;
                  ties go to the lowest threshold
     zero-escape  the highest threshold (see above) that rejects every defective image seen
-    strict       the lower of frr and zero-escape: defective images can only make the
+    strict       the lower of robust and zero-escape: defective images can only make the
                  threshold stricter, never looser than the good-image target allows. The
                  default when defective images are given: a handful of defect images says
                  little about the defects not seen, so they must not loosen the threshold
@@ -33,6 +40,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -42,8 +50,9 @@ from edge_sdk.evaluation.metrics import rate
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("frr", "f1", "zero-escape", "strict")
+POLICIES = ("robust", "frr", "f1", "zero-escape", "strict")
 _METHOD = {  # the `method` key of the policy record; "false_reject_rate" predates the others
+    "robust": "robust_false_reject_rate",
     "frr": "false_reject_rate",
     "f1": "f1",
     "zero-escape": "zero_escape",
@@ -69,8 +78,8 @@ def _scores(values: Sequence[float] | np.ndarray | None) -> np.ndarray:
 
 
 def default_policy(*, has_defective: bool) -> str:
-    """'strict' when defective images are given, else 'frr' (see the module docstring)."""
-    return "strict" if has_defective else "frr"
+    """'strict' when defective images are given, else 'robust' (see the module docstring)."""
+    return "strict" if has_defective else "robust"
 
 
 def frr_threshold(good: Sequence[float] | np.ndarray, *, target_frr: float) -> float:
@@ -81,6 +90,91 @@ def frr_threshold(good: Sequence[float] | np.ndarray, *, target_frr: float) -> f
     """
     value, _ = threshold_for_false_reject_rate(_scores(good), target_frr=target_frr)
     return value
+
+
+# A binomial tail below this says the good scores seen contradict the fitted threshold.
+_CONSISTENT_P = 0.05
+# The robust scale of a normal: sigma = 1.4826 x median absolute deviation.
+_MAD_SIGMA = 1.482602
+
+
+def allowed_above(n: int, target_rate: float) -> int:
+    """The most of `n` good images that may score above a threshold whose true false-reject
+    rate is `target_rate` before a one-sided binomial test at 5 % rejects it.
+
+    >>> allowed_above(21, 0.01), allowed_above(101, 0.01)
+    (1, 3)
+    """
+    k, tail = 0, 1.0  # tail = P(X >= k)
+    while k < n:
+        tail -= math.comb(n, k) * target_rate**k * (1 - target_rate) ** (n - k)
+        if tail < _CONSISTENT_P:
+            return k
+        k += 1
+    return n
+
+
+def fitted_threshold(good: Sequence[float] | np.ndarray, *, target_frr: float) -> float:
+    """The `1 - target_frr` quantile of a normal fitted by median and MAD to the log scores
+    (to the scores themselves when any is <= 0): one outlier does not move it.
+
+    >>> round(fitted_threshold([1.0, 1.1, 0.9, 1.05, 0.95, 9.0], target_frr=0.01), 3)
+    1.319
+    """
+    scores = _scores(good)
+    logs = bool(np.all(scores > 0))
+    x = np.log(scores) if logs else scores
+    centre = float(np.median(x))
+    spread = _MAD_SIGMA * float(np.median(np.abs(x - centre)))
+    value = centre + NormalDist().inv_cdf(1.0 - target_frr) * spread
+    return float(np.exp(value)) if logs else value
+
+
+def robust_threshold(good: Sequence[float] | np.ndarray, *, target_frr: float) -> float:
+    """The `robust` policy (module docstring): `frr` where `good` resolves the target, else
+    the fitted quantile, raised to a good score where more lie above it than
+    :func:`allowed_above` allows.
+
+    >>> good = [1.0, 1.1, 0.9, 1.05, 0.95, 9.0]
+    >>> frr_threshold(good, target_frr=0.01), round(robust_threshold(good, target_frr=0.01), 3)
+    (9.0, 1.319)
+    """
+    scores = _scores(good)
+    if scores.size >= images_needed(target_frr)["to_resolve"]:
+        return frr_threshold(scores, target_frr=target_frr)
+    fitted = fitted_threshold(scores, target_frr=target_frr)
+    allowed = allowed_above(int(scores.size), target_frr)
+    if allowed >= scores.size:
+        return fitted
+    return max(fitted, float(scores[scores.size - 1 - allowed]))
+
+
+_BOOTSTRAP_ROUNDS = 2000
+
+
+def expected_frr_interval(
+    good: Sequence[float] | np.ndarray, threshold: float, *, fitted: bool
+) -> list[float]:
+    """A 95 % interval for the false-reject rate that `threshold` will give on new good
+    parts like `good`: the Wilson interval of the share of `good` above it, widened, for a
+    fitted threshold, to the bootstrap interval of the fitted normal's tail above it.
+
+    >>> expected_frr_interval(np.linspace(0.0, 1.0, 101), 0.99, fitted=False)
+    [0.00175, 0.053968]
+    """
+    scores = _scores(good)
+    lo, hi = wilson_interval(int(np.sum(scores > threshold)), int(scores.size))
+    if fitted and np.all(scores > 0) and threshold > 0:
+        rng = np.random.default_rng(0)  # the record must not change from run to run
+        logs = np.log(scores)
+        draws = logs[rng.integers(0, logs.size, size=(_BOOTSTRAP_ROUNDS, logs.size))]
+        centre = np.median(draws, axis=1)
+        spread = _MAD_SIGMA * np.median(np.abs(draws - centre[:, None]), axis=1)
+        z = (math.log(threshold) - centre) / np.maximum(spread, 1e-12)
+        tails = np.array([1.0 - NormalDist().cdf(float(v)) for v in z])
+        lo = min(lo, float(np.quantile(tails, 0.025)))
+        hi = max(hi, float(np.quantile(tails, 0.975)))
+    return [round(lo, 6), round(hi, 6)]
 
 
 def zero_escape_threshold(
@@ -160,16 +254,25 @@ def images_needed(target_rate: float) -> dict[str, int]:
     }
 
 
-def sample_notes(n_good: int, n_bad: int, target_frr: float) -> tuple[bool, list[str]]:
+def sample_notes(
+    n_good: int, n_bad: int, target_frr: float, policy: str = "frr"
+) -> tuple[bool, list[str]]:
     """Whether the good set is too small for the target rate, and sentences saying so."""
     need = images_needed(target_frr)
     notes: list[str] = []
     too_small = n_good < need["to_resolve"]
     if too_small:
+        how = (
+            "the threshold is the highest good score seen"
+            if policy == "frr"
+            else "the threshold is extrapolated from a normal fitted to the log scores, "
+            "not measured"
+        )
         notes.append(
             f"{n_good} good images cannot resolve a target false-reject rate of "
-            f"{target_frr:g}: the threshold falls back to the highest good score seen; "
-            f"at least {need['to_resolve']} images are needed to resolve it"
+            f"{target_frr:g}: {how}; at least {need['to_resolve']} held-out good images are "
+            f"needed to resolve it (hold out more, or calibrate on more good images with "
+            f"edge-ad calibrate)"
         )
     if n_good < need["to_show_at_95"]:
         upper = wilson_interval(0, n_good)[1]
@@ -199,7 +302,7 @@ def choose_threshold(
 
     >>> choice = choose_threshold(np.linspace(0, 1, 101), target_frr=0.01)
     >>> choice.policy, choice.threshold, choice.record["small_sample"]
-    ('frr', 0.99, False)
+    ('robust', 0.99, False)
     """
     if not 0.0 < target_frr < 1.0:
         raise ValueError(f"target_frr must be within (0, 1), got {target_frr}")
@@ -212,14 +315,17 @@ def choose_threshold(
         chosen_by = "default"
     if policy not in POLICIES:
         raise ValueError(f"unknown threshold policy {policy!r}; expected one of {POLICIES}")
-    if policy != "frr" and bad.size == 0:
+    if policy not in ("robust", "frr") and bad.size == 0:
         raise ValueError(f"threshold policy {policy!r} needs defective images")
 
-    candidates: dict[str, float] = {"frr": frr_threshold(good, target_frr=target_frr)}
+    candidates: dict[str, float] = {
+        "robust": robust_threshold(good, target_frr=target_frr),
+        "frr": frr_threshold(good, target_frr=target_frr),
+    }
     if bad.size:
         candidates["f1"] = f1_threshold(good, bad)
         candidates["zero-escape"] = zero_escape_threshold(good, bad)
-        candidates["strict"] = min(candidates["frr"], candidates["zero-escape"])
+        candidates["strict"] = min(candidates["robust"], candidates["zero-escape"])
     threshold = candidates[policy]
 
     # The legacy keys of `threshold_for_false_reject_rate` stay, so older readers still work.
@@ -248,7 +354,10 @@ def choose_threshold(
         name: {"threshold": value, **_counts(outcome(good, bad, value))}
         for name, value in candidates.items()
     }
-    too_small, notes = sample_notes(int(good.size), int(bad.size), target_frr)
+    too_small, notes = sample_notes(int(good.size), int(bad.size), target_frr, policy)
+    record["expected_false_reject_rate_95ci"] = expected_frr_interval(
+        good, threshold, fitted=policy in ("robust", "strict") and too_small
+    )
     record["small_sample"] = too_small
     notes.extend(_policy_notes(policy, at, target_frr))
     record["notes"] = notes
@@ -286,12 +395,16 @@ def _policy_notes(policy: str, at: dict[str, Any], target_frr: float) -> list[st
 __all__ = [
     "POLICIES",
     "ThresholdChoice",
+    "allowed_above",
     "choose_threshold",
     "default_policy",
+    "expected_frr_interval",
     "f1_threshold",
+    "fitted_threshold",
     "frr_threshold",
     "images_needed",
     "outcome",
+    "robust_threshold",
     "sample_notes",
     "zero_escape_threshold",
 ]

@@ -53,17 +53,20 @@ def test_module_doctests() -> None:
     assert doctest.testmod(recalibrate_module).failed == 0
 
 
-def test_calibrate_default_is_unchanged(engine: Engine) -> None:
+def test_calibrate_default_where_the_images_resolve_the_target_is_the_measured_rate(
+    engine: Engine,
+) -> None:
     images = [flat(100 + i) for i in range(10)]
     _, threshold, record = calibration.calibrate(engine, images, target_frr=0.1)
     maps = calibration.collect_raw_maps(engine, images)
     scores = calibration.image_scores(maps, calibration.normalization_from(maps))
     value, legacy = calibration.threshold_for_false_reject_rate(scores, target_frr=0.1)
     assert threshold.image == threshold.pixel == value
-    assert threshold.policy["method"] == "false_reject_rate"
+    # 10 images resolve 10 %: the robust policy is the measured rate (frr) there.
+    assert threshold.policy["method"] == "robust_false_reject_rate"
     assert threshold.policy["split"]["same_images"] is True
     for key, expected in legacy.items():
-        assert threshold.policy[key] == expected
+        assert key == "method" or threshold.policy[key] == expected
     assert record["images"] == 10 and "defective_images" not in record
 
 

@@ -265,3 +265,26 @@ def test_eval_on_real_magnetic_tile(tmp_path: Path, s_bundle: Path) -> None:
     assert pixel["defect_regions"] >= 1 and pixel["au_pro"] is not None
     assert any("1 defective images have an empty mask" in n for n in rep["notes"])
     assert (tmp_path / "out" / "report.json").is_file()
+
+
+def test_target_check_against_the_calibration_interval() -> None:
+    from types import SimpleNamespace
+
+    from edge_sdk.evaluation.metrics import rate
+
+    policy = {
+        "target_false_reject_rate": 0.01,
+        "expected_false_reject_rate_95ci": [0.002, 0.05],
+        "images": 51,
+        "good_scores": {"median": 0.05},
+    }
+    good = [SimpleNamespace(score=0.05)] * 100
+    inside = report.target_check(policy, rate(2, 100), good)  # type: ignore[arg-type]
+    assert inside is not None and inside["within"] and "note" not in inside
+    shifted = [SimpleNamespace(score=0.08)] * 100
+    outside = report.target_check(policy, rate(30, 100), shifted)  # type: ignore[arg-type]
+    assert outside is not None and not outside["within"]
+    assert "score higher than the calibration images" in outside["note"]
+    assert "edge-ad calibrate" in outside["note"]
+    # Bundles calibrated before the interval was recorded: nothing to compare.
+    assert report.target_check({"method": "false_reject_rate"}, rate(1, 10), good) is None  # type: ignore[arg-type]

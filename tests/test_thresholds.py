@@ -30,10 +30,10 @@ def test_module_doctests() -> None:
 
 def test_frr_policy_is_the_existing_one() -> None:
     value, legacy = threshold_for_false_reject_rate(np.array(GOOD), target_frr=0.1)
-    choice = choose_threshold(GOOD, target_frr=0.1)
+    choice = choose_threshold(GOOD, policy="frr", target_frr=0.1)
     assert choice.policy == "frr" and choice.threshold == value == 0.40  # one of ten above
     rec = choice.record
-    assert rec["method"] == "false_reject_rate" and rec["chosen_by"] == "default"
+    assert rec["method"] == "false_reject_rate" and rec["chosen_by"] == "explicit"
     for key in ("target_false_reject_rate", "images", "false_rejects_seen", "good_scores"):
         assert rec[key] == legacy[key]
     assert rec["at_threshold"]["false_rejects"]["count"] == 1
@@ -111,7 +111,7 @@ def test_record_counts_rates_and_intervals() -> None:
 
 def test_small_validation_set_is_flagged() -> None:
     good = np.linspace(0.0, 1.0, 50)
-    choice = choose_threshold(good, target_frr=0.001)
+    choice = choose_threshold(good, policy="frr", target_frr=0.001)
     rec = choice.record
     assert rec["small_sample"] is True
     assert choice.threshold == 1.0  # it cannot resolve 0.1 %: the highest good score
@@ -120,6 +120,49 @@ def test_small_validation_set_is_flagged() -> None:
     assert images_needed(0.01) == {"to_resolve": 100, "to_show_at_95": 381}
     big = choose_threshold(np.linspace(0, 1, 5000), target_frr=0.001)
     assert big.record["small_sample"] is False and big.record["notes"] == []
+
+
+def _lognormal(n: int, seed: int) -> np.ndarray:
+    return np.exp(np.random.default_rng(seed).normal(np.log(0.1), 0.25, n))
+
+
+def test_robust_is_the_default_and_one_outlier_does_not_set_it() -> None:
+    good = _lognormal(20, 0)
+    with_outlier = np.append(good, 0.408)  # the case: 21 images, one far above
+    choice = choose_threshold(with_outlier, target_frr=0.01)
+    assert choice.policy == "robust" and choice.record["chosen_by"] == "default"
+    assert choice.record["candidates"]["frr"]["threshold"] == 0.408  # the old fallback
+    # The fit of the 99 % quantile: median x exp(2.326 sigma), sigma = 0.25 here.
+    assert 0.13 < choice.threshold < 0.25
+    assert choice.threshold == pytest.approx(choose_threshold(good).threshold, rel=0.15)
+    lo, hi = choice.record["expected_false_reject_rate_95ci"]
+    assert lo < 0.01 < hi
+    assert "extrapolated" in " ".join(choice.record["notes"])
+
+
+def test_robust_is_raised_when_the_good_scores_contradict_the_fit() -> None:
+    # Four of 21 far above a tight bulk: a binomial test at 1 % allows one above.
+    good = np.concatenate([_lognormal(17, 1), [0.5, 0.6, 0.7, 0.8]])
+    assert thresholds.allowed_above(21, 0.01) == 1
+    assert thresholds.robust_threshold(good, target_frr=0.01) == 0.7
+
+
+def test_robust_equals_frr_where_the_images_resolve_the_target() -> None:
+    good = _lognormal(150, 2)
+    assert thresholds.robust_threshold(good, target_frr=0.01) == frr_threshold(
+        good, target_frr=0.01
+    )
+
+
+def test_allowed_above_is_a_one_sided_binomial_test() -> None:
+    from math import comb
+
+    for n, r in ((21, 0.01), (50, 0.05), (99, 0.01), (5, 0.3)):
+        k = thresholds.allowed_above(n, r)
+        tail = [
+            sum(comb(n, j) * r**j * (1 - r) ** (n - j) for j in range(m, n + 1)) for m in (k, k + 1)
+        ]
+        assert tail[0] >= 0.05 and (k == n or tail[1] < 0.05)
 
 
 def test_policies_needing_defects_refuse_without() -> None:

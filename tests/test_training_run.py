@@ -235,3 +235,109 @@ def test_unknown_resize_mode_is_a_config_error(tmp_path: Path) -> None:
     config = _config(tmp_path, tmp_path, resize="cubic")
     with pytest.raises(ConfigError, match="resize: expected one of area, linear, area_fast"):
         config.validate()
+
+
+@pytest.mark.parametrize("cache_bytes", [None, 0])
+def test_step_equals_the_reference_step(
+    parts: Path, photos: Path, tmp_path: Path, cache_bytes: int | None
+) -> None:
+    """The cheaper step computes the reference step's losses and gradients, whether the
+    teacher's outputs come from the cache or are computed at the step (budget 0)."""
+    from edge_sdk.training.reference_step import reference_train_step
+    from edge_sdk.training.trainer import TeacherCache, Trainer
+
+    config = _config(parts, tmp_path, penalty=photos, bf16=False, batch_size=2)
+    ours, reference = Trainer(config, torch.device("cpu")), Trainer(config, torch.device("cpu"))
+    if cache_bytes is not None:
+        ours.teacher_cache = TeacherCache(cache_bytes)
+    ours.measure_teacher(None)
+    assert len(ours.teacher_cache.outputs) == (0 if cache_bytes == 0 else 4)
+    mean, std = ours.teacher_mean.view(1, -1, 1, 1), ours.teacher_std.view(1, -1, 1, 1)
+    for _ in range(3):
+        got = ours.train_step(mean, std)
+        want = reference_train_step(reference, mean, std)
+        assert got.keys() == want.keys() and "penalty" in got
+        for key in got:
+            assert got[key] == pytest.approx(want[key], rel=1e-5), key
+        for (name, p), q in zip(
+            ours.student.named_parameters(), reference.student.parameters(), strict=True
+        ):
+            assert p.grad is not None and q.grad is not None
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-5, msg=name)
+        for run in (ours, reference):
+            run.update()
+            run.step += 1
+
+
+def test_student_halves_are_the_slices_of_the_full_output() -> None:
+    from edge_sdk.training.trainer import student_halves
+
+    torch.manual_seed(0)
+    for arch in ("efficientad-s", "efficientad-m"):
+        student = nets.student(arch).eval()
+        x = torch.randn(3, 3, 96, 96)
+        with torch.no_grad():
+            full = student(x)
+            first, second = student_halves(student, x, teacher_half=2)
+        torch.testing.assert_close(first, full[:2, :384], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(second, full[2:, 384:], rtol=1e-5, atol=1e-5)
+
+
+def test_teacher_cache_keeps_to_its_budget() -> None:
+    from edge_sdk.training.trainer import TeacherCache
+
+    cache = TeacherCache(budget=2 * 4 * 100)
+    for i in range(3):
+        cache.put(i, torch.full((100,), float(i)))
+    assert cache.get(0) is not None and cache.get(1) is not None and cache.get(2) is None
+    assert cache.used == 800
+    cache.put(0, torch.zeros(100))  # a second put of a cached image changes nothing
+    assert cache.used == 800
+
+
+def test_bf16_is_the_default_where_the_cpu_runs_it_natively() -> None:
+    from edge_sdk.training.recipe import precision_for
+
+    cpu = torch.device("cpu")
+    auto = precision_for(cpu, None)
+    assert auto.autocast_dtype == (torch.bfloat16 if BF16 else None)
+    assert precision_for(cpu, False).autocast_dtype is None
+    assert precision_for(cpu, True).autocast_dtype == torch.bfloat16
+    parser = argparse.ArgumentParser(prog="edge-ad")
+    add_train_parser(parser.add_subparsers(dest="command"))
+    for flag, value in (([], None), (["--bf16"], True), (["--no-bf16"], False)):
+        assert parser.parse_args(["train", "d", "--out", "o", *flag]).bf16 is value
+
+
+def test_time_budget_sets_the_steps_from_measured_steps(
+    parts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge_sdk.bundle import Bundle
+    from edge_sdk.training.commands import parse_duration
+    from edge_sdk.training.train import plan_for_budget
+
+    assert parse_duration("1h30m") == 5400 and parse_duration("90s") == 90
+    for bad in ("soon", "m", "0s", "-5m"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_duration(bad)
+    config = _config(parts, tmp_path)
+    plan = plan_for_budget(config, 30.0)
+    assert plan.step_s > 0 and plan.steps == max(1, int((30.0 - plan.statistics_s) / plan.step_s))
+    with pytest.raises(ConfigError, match="positive"):
+        plan_for_budget(config, 0)
+
+    parser = argparse.ArgumentParser(prog="edge-ad")
+    add_train_parser(parser.add_subparsers(dest="command"))
+    out = tmp_path / "budget.bundle"
+    argv = ["train", str(parts), "--out", str(out), "--teacher", "random", "--device", "cpu"]
+    args = parser.parse_args([*argv, "--time-budget", "4s"])
+    assert args.func(args) == 0
+    err = capsys.readouterr().err
+    assert "steps fit 0m04s here" in err and "--steps" in err
+    record = Bundle.open(out).manifest.training
+    assert record["time_budget"]["budget_s"] == 4.0
+    assert record["steps"] == record["time_budget"]["steps"] >= 1
+    # The calibration's reliability is said at train time (4 held-out images: too few).
+    assert "WARNING: too few held-out good images" in err and "cannot resolve" in err
+    args = parser.parse_args([*argv, "--time-budget", "4s", "--resume"])
+    assert args.func(args) == 2

@@ -15,9 +15,10 @@ from typing import Any
 
 from edge_sdk.cli_options import add_engine_options
 from edge_sdk.engine import DEVICES
+from edge_sdk.thresholds import POLICIES
 
 EXIT_OK, EXIT_USAGE = 0, 2
-POLICY_CHOICES = ["frr", "f1", "zero-escape", "strict"]
+POLICY_CHOICES = list(POLICIES)
 
 
 def _rate(text: str) -> float:
@@ -125,9 +126,10 @@ def add_calibrate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--policy",
         choices=POLICY_CHOICES,
-        help="frr: target false-reject rate on good images; f1: best F1; "
-        "zero-escape: reject every defective image seen; strict: the lower of "
-        "frr and zero-escape. Default: frr, or strict with --bad",
+        help="robust: target false-reject rate on good images, fitted where too few "
+        "images resolve it; frr: the same, measured only (the highest good score when too "
+        "few); f1: best F1; zero-escape: reject every defective image seen; strict: the "
+        "lower of robust and zero-escape. Default: robust, or strict with --bad",
     )
     p.add_argument("--name", help="name of the new bundle (default <name>-recal-<date>)")
     p.add_argument("--device", default="cpu", choices=list(DEVICES))
@@ -149,7 +151,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from edge_sdk.evaluation.dataset import list_images
     from edge_sdk.recalibrate import recalibrate
 
-    if args.policy not in (None, "frr") and not args.bad:
+    if args.policy not in (None, "robust", "frr") and not args.bad:
         print(
             f"edge-ad calibrate: error: --policy {args.policy} needs defective images (--bad DIR)",
             file=sys.stderr,
@@ -208,6 +210,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         f"false rejects seen {fr['count']}/{fr['of']} (95 % CI {fr['rate_95ci'][0]:.3g} "
         f"to {fr['rate_95ci'][1]:.3g})"
     )
+    expected = policy.get("expected_false_reject_rate_95ci")
+    if expected is not None:
+        print(
+            f"false-reject rate to expect on new good parts {expected[0]:.3g} to "
+            f"{expected[1]:.3g} (95 %; target {policy['target_false_reject_rate']:g})"
+        )
+    if policy.get("small_sample"):
+        print("WARNING: too few good images to resolve the target rate (see the notes)")
     if "escapes" in at:
         es = at["escapes"]
         print(

@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,13 +153,19 @@ def evaluate(
 
     false_rejects = sum(s.rejected for s in good)
     escapes = sum(not s.rejected for s in bad)
-    at_threshold = {
+    good_rate = rate(false_rejects, len(good))
+    at_threshold: dict[str, Any] = {
         "threshold": threshold,
-        "false_rejects": rate(false_rejects, len(good)),
+        "false_rejects": good_rate,
         "escapes": rate(escapes, len(bad)),
         "errors": len(errors),
     }
     manifest = inspector.manifest
+    target = target_check(manifest.threshold.policy, good_rate, good)
+    if target is not None:
+        at_threshold["target"] = target
+        if target.get("note"):
+            notes.append(target["note"])
     report: dict[str, Any] = {
         "bundle": {
             "name": manifest.name,
@@ -322,6 +328,49 @@ def write_pictures(
     return pictures
 
 
+def target_check(
+    policy: dict[str, Any], false_rejects: dict[str, Any], good: Sequence[Scored]
+) -> dict[str, Any] | None:
+    """The false-reject rate on the test's good images against the bundle's target and the
+    interval its calibration expected; a note that says why when it falls outside. None
+    for bundles calibrated before the interval was recorded, or with no good test images."""
+    expected = policy.get("expected_false_reject_rate_95ci")
+    target = policy.get("target_false_reject_rate")
+    if expected is None or target is None or not false_rejects["of"]:
+        return None
+    lo, hi = expected
+    seen = false_rejects["rate"]
+    # The test's own sampling error counts too: outside means the two intervals do not meet.
+    seen_lo, seen_hi = false_rejects["rate_95ci"]
+    within = seen_lo <= hi and seen_hi >= lo
+    out: dict[str, Any] = {
+        "target_frr": target,
+        "expected_95ci": [lo, hi],
+        "calibration_images": policy.get("images"),
+        "within": within,
+    }
+    calibration = policy.get("good_scores", {}).get("median")
+    test_median = float(np.median([s.score for s in good]))
+    out["median_good_score"] = {"calibration": calibration, "test": round(test_median, 6)}
+    if not within:
+        side = "more" if seen > hi else "fewer"
+        why = ""
+        if calibration is not None and seen > hi and test_median > calibration:
+            why = (
+                f": the test's good images score higher than the calibration images (median "
+                f"{test_median:.4g} against {calibration:.4g}), so they differ from the "
+                f"training images (lighting, camera, parts); recalibrate on good images from "
+                f"the line (edge-ad calibrate)"
+            )
+        elif seen < lo:
+            why = ": the threshold is stricter on these images than calibration expected"
+        out["note"] = (
+            f"{side} false rejects on the test's good images ({seen:.3g}) than the bundle's "
+            f"calibration expected ({lo:.3g} to {hi:.3g} for a target of {target:g}){why}"
+        )
+    return out
+
+
 def format_summary(report: dict[str, Any]) -> str:
     """The report in a few lines for a person at a terminal."""
 
@@ -349,6 +398,14 @@ def format_summary(report: dict[str, Any]) -> str:
         lines.append(f"pixel AUROC      {pct(pixel['auroc'])}")
         lines.append(f"AU-PRO (FPR {pixel['au_pro_fpr_limit']:g}) {pct(pixel['au_pro'])}")
     lines.append(f"false rejects    {ci(at['false_rejects'])}")
+    target = at.get("target")
+    if target is not None:
+        lo, hi = target["expected_95ci"]
+        verdict = "within" if target["within"] else "OUTSIDE"
+        lines.append(
+            f"  target         {pct(target['target_frr'])}, expected {pct(lo)} to {pct(hi)} "
+            f"from {target['calibration_images']} calibration images: {verdict}"
+        )
     lines.append(f"escapes          {ci(at['escapes'])}")
     lines.extend(f"note: {note}" for note in report["notes"])
     return "\n".join(lines)

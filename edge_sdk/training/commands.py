@@ -47,15 +47,17 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "teacher (baselines); default: the project's teacher in models/",
     )
     p.add_argument("--steps", type=int, default=70_000, help="training steps (paper: 70000)")
+    p.add_argument(
+        "--time-budget",
+        type=parse_duration,
+        metavar="DURATION",
+        help="instead of --steps: as many steps as fit this long on this machine (e.g. 30m, "
+        "2h, 90s), measured by a short probe of real steps before training",
+    )
     p.add_argument("--penalty", metavar="DIR", help="generic photos for the penalty term")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument(
-        "--bf16",
-        action="store_true",
-        help="bfloat16 autocast on the CPU (several times faster on CPUs with AMX or "
-        "AVX512-BF16); CUDA always uses mixed precision",
-    )
+    add_precision_argument(p)
     p.add_argument("--batch-size", type=int, default=1, help="images per step (paper: 1)")
     p.add_argument("--checkpoint-dir", metavar="DIR", help="default: BUNDLE.ckpt next to --out")
     p.add_argument("--checkpoint-every", type=int, default=1000, metavar="STEPS")
@@ -95,7 +97,53 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``30m``, ``2h``, ``1h30m`` or plain seconds -> seconds.
+
+    >>> parse_duration("1h30m"), parse_duration("45")
+    (5400.0, 45.0)
+    """
+    value, total, seen = "", 0.0, False
+    for char in text.strip().lower():
+        if char.isdigit() or char == ".":
+            value += char
+        elif char in _UNITS and value:
+            total += float(value) * _UNITS[char]
+            value, seen = "", True
+        else:
+            raise argparse.ArgumentTypeError(
+                f"expected a duration like 30m, 2h or 90s, got {text!r}"
+            )
+    if value:
+        total += float(value)  # a trailing number without unit: seconds
+    elif not seen:
+        raise argparse.ArgumentTypeError(f"expected a duration like 30m, 2h or 90s, got {text!r}")
+    if total <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive duration, got {text!r}")
+    return total
+
+
+def add_precision_argument(p: argparse.ArgumentParser) -> None:
+    """``--bf16`` / ``--no-bf16``; unset: bfloat16 where the CPU runs it natively."""
+    p.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bfloat16 autocast on the CPU (default: on where the CPU runs it natively, "
+        "AMX or AVX512-BF16, about 2x faster a step; --no-bf16 for float32); CUDA always "
+        "uses mixed precision",
+    )
+
+
 def _usage_error(args: argparse.Namespace) -> str | None:
+    if args.time_budget is not None and args.resume:
+        return (
+            "--time-budget with --resume: pass --steps N instead (N is the step count the "
+            "budgeted run printed, and is in its checkpoint's bundle record)"
+        )
     if args.steps < 1 or args.batch_size < 1 or args.checkpoint_every < 1:
         return "--steps, --batch-size and --checkpoint-every must be at least 1"
     if not 0.0 < args.val_fraction < 1.0:
@@ -212,9 +260,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if args.resize is not None:  # else the recipe's INPUT_RESIZE
         config = dataclasses.replace(config, resize=args.resize)
+    budget = None
+    if args.time_budget is not None:
+        from edge_sdk.training.train import plan_for_budget
+
+        print(
+            f"edge-ad train: measuring the step time for a budget of "
+            f"{duration_text(args.time_budget)}...",
+            file=sys.stderr,
+        )
+        try:
+            budget = plan_for_budget(config, args.time_budget)
+        except EdgeADError as exc:
+            print(f"edge-ad train: error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        config = dataclasses.replace(config, steps=budget.steps)
+        print(
+            f"edge-ad train: {budget.steps} steps fit {duration_text(budget.budget_s)} here "
+            f"({budget.step_s:.2f} s a step, teacher statistics about "
+            f"{duration_text(budget.statistics_s)}; export and calibration come on top). "
+            f"To resume this run, pass --steps {budget.steps} --resume.",
+            file=sys.stderr,
+        )
     printer = ProgressPrinter(sys.stderr)
     try:
-        result = train(config, progress=printer)
+        result = train(config, progress=printer, budget=budget)
     except TrainingInterrupted as exc:
         printer.close()
         print(f"edge-ad train: interrupted: {resume_hint(exc)}", file=sys.stderr)
@@ -241,4 +311,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if "int8" in record:
         print(f"int8 variant: {record['int8']}")
+    print_threshold_notes(result.bundle, sys.stderr)
     return EXIT_OK
+
+
+def print_threshold_notes(bundle: Path, stream: TextIO) -> None:
+    """What the calibration says about its own reliability, loudly: a threshold set on too
+    few good images is a guess, and the user must hear it before the bundle goes to a line."""
+    from edge_sdk.bundle import Bundle
+
+    policy = Bundle.open(bundle).manifest.threshold.policy
+    notes = policy.get("notes", [])
+    if policy.get("small_sample"):
+        stream.write("WARNING: too few held-out good images to resolve the target rate\n")
+    for note in notes:
+        stream.write(f"threshold: {note}\n")
+    expected = policy.get("expected_false_reject_rate_95ci")
+    if expected is not None:
+        stream.write(
+            f"threshold: expected false-reject rate on new good parts {expected[0]:.3g} to "
+            f"{expected[1]:.3g} (95 %, target {policy.get('target_false_reject_rate')})\n"
+        )

@@ -68,8 +68,14 @@ def export_bundle(
         input=InputSpec(height=height, width=width, resize=resize),
     )
     engine = Engine.from_graph(onnx_bytes, spec, EngineOptions(device="cpu"), warmup=False)
+    # Disjoint images for quantiles and threshold where there are enough (split_indices).
     norm, threshold, record = calibrate(
-        engine, calibration_images, resize=resize, target_frr=target_frr, source=calibration_source
+        engine,
+        calibration_images,
+        resize=resize,
+        target_frr=target_frr,
+        source=calibration_source,
+        split=True,
     )
     manifest = Manifest(
         name=name,

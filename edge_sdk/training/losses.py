@@ -10,7 +10,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -85,14 +85,14 @@ def efficientad_losses(
     student_penalty: torch.Tensor | None = None,
 ) -> Losses:
     """The reference's loss: hard + penalty (student), ae (autoencoder), stae (student's
-    second half predicting the autoencoder). Teacher outputs must already be normalised;
-    student outputs are the full 768 channels.
+    second half predicting the autoencoder). Teacher outputs must already be normalised.
+    ``student_st`` and ``student_penalty`` are the student's first 384 channels (its teacher
+    half), ``student_ae`` its last 384 (its autoencoder half): the only ones the loss reads.
     """
-    c = TEACHER_CHANNELS
-    hard = hard_feature_loss(teacher_st, student_st[:, :c])
-    penalty = penalty_loss(student_penalty[:, :c]) if student_penalty is not None else None
+    hard = hard_feature_loss(teacher_st, student_st)
+    penalty = penalty_loss(student_penalty) if student_penalty is not None else None
     ae = torch.mean((teacher_ae.float() - autoencoder_ae.float()) ** 2)
-    stae = torch.mean((autoencoder_ae.float() - student_ae[:, c:].float()) ** 2)
+    stae = torch.mean((autoencoder_ae.float() - student_ae.float()) ** 2)
     total = hard + ae + stae + (penalty if penalty is not None else 0.0)
     return Losses(total=total, hard=hard, penalty=penalty, ae=ae, stae=stae)
 
@@ -131,14 +131,20 @@ class ChannelStats:
 
 @torch.no_grad()
 def teacher_channel_stats(
-    teacher: nn.Module, batches: Iterable[torch.Tensor]
+    teacher: nn.Module,
+    batches: Iterable[torch.Tensor],
+    keep: Callable[[torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The teacher's per-channel output mean and std on the training images.
 
     ``batches`` yield network input (normalised float [N,3,256,256] on the teacher's device);
-    returns float32 [384] tensors on the CPU.
+    returns float32 [384] tensors on the CPU. ``keep``, when given, receives each batch's
+    raw output (the training step reuses them instead of running the teacher again).
     """
     stats = ChannelStats(TEACHER_CHANNELS)
     for batch in batches:
-        stats.update(teacher(batch).float())
+        out = teacher(batch)
+        if keep is not None:
+            keep(out)
+        stats.update(out.float())
     return stats.result()

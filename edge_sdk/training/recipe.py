@@ -76,7 +76,9 @@ class TrainConfig:
     seed: int = 0
     batch_size: int = 1
     device: str = "auto"
-    bf16: bool = False
+    # None: bfloat16 autocast where the CPU runs it natively (about 2x faster a step), as
+    # on CUDA; False forces float32, True bfloat16 even where it is emulated.
+    bf16: bool | None = None
     val_fraction: float = 0.1
     target_frr: float = 0.01
     resize: ResizeMode = INPUT_RESIZE
@@ -203,13 +205,15 @@ class Precision:
     label: str
 
 
-def precision_for(device: torch.device, bf16: bool) -> Precision:
+def precision_for(device: torch.device, bf16: bool | None) -> Precision:
+    """``bf16`` None: bfloat16 on a CPU that runs it natively, float32 on one that does not."""
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported():
             return Precision(torch.bfloat16, False, "bf16 autocast")
         return Precision(torch.float16, True, "fp16 autocast, loss scaling")
-    if bf16:
-        if not cpu_has_fast_bf16():
-            logger.warning("bf16 requested, but this CPU has no native bfloat16: it will be slow")
+    native = cpu_has_fast_bf16()
+    if bf16 and not native:
+        logger.warning("bf16 requested, but this CPU has no native bfloat16: it will be slow")
+    if bf16 or (bf16 is None and native):
         return Precision(torch.bfloat16, False, "bf16 autocast")
     return Precision(None, False, "fp32")

@@ -91,7 +91,7 @@ class TeacherConfig:
     lr: float = 5e-4
     seed: int = 0
     device: str = "auto"
-    bf16: bool = False
+    bf16: bool | None = None  # None: where the CPU runs it natively (see precision_for)
     warmup_steps: int | None = None
     projection_images: int = 256
     checkpoint_dir: Path | None = None
@@ -214,7 +214,7 @@ def distillation_loss(
     """MSE between the PDN's output on the centre of ``window`` (float RGB 0..1, on the
     networks' device) and the projected backbone features of the whole window."""
     device_type = window.device.type
-    # On the CPU the backbone stays in float32, so the targets do not depend on --bf16; on
+    # On the CPU the backbone stays in float32, so the targets do not depend on the precision; on
     # CUDA it shares the PDN's autocast.
     with torch.autocast(
         device_type, dtype=autocast_dtype, enabled=device_type == "cuda" and bool(autocast_dtype)

@@ -20,6 +20,7 @@ from edge_sdk.training.commands import (
     EXIT_USAGE,
     MODELS,
     ProgressPrinter,
+    add_precision_argument,
     duration_text,
     resume_hint,
 )
@@ -53,12 +54,7 @@ def add_pretrain_teacher_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (Adam)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument(
-        "--bf16",
-        action="store_true",
-        help="bfloat16 autocast on the CPU (about twice as fast with AMX or AVX512-BF16); "
-        "CUDA always uses mixed precision",
-    )
+    add_precision_argument(p)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     p.add_argument("--checkpoint-dir", metavar="DIR", help="default: FILE.ckpt next to --out")
     p.add_argument("--checkpoint-every", type=int, default=500, metavar="STEPS")

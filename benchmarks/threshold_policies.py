@@ -1,0 +1,119 @@
+"""Do the threshold policies hold their target on new good parts, and what do they let
+through?
+
+Scores a trained bundle's held-out good training images (the ones its calibration saw,
+named in its training record), and the test set's good and defective images, through the
+bundle's float32 graph. Then, for each good-images-only policy (``frr``, ``robust``), sets
+the threshold from the held-out images that set the bundle's threshold (all of them, and
+random subsets of 10, 21 and 34, as a line with fewer good images would) and counts false
+rejects on the test's good images and escapes among its defective ones. Subsets are drawn
+200 times with a fixed seed; the table gives medians and the 90th percentile of the false
+rejects, so a policy that one outlier throws far off shows in the tail.
+
+    python benchmarks/threshold_policies.py --bundle mt.bundle ../shared/data/magnetic_tile
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SUBSETS = (10, 21, 34)
+DRAWS = 200
+
+
+def main() -> int:
+    from edge_sdk import Bundle, Inspector
+    from edge_sdk.calibration import split_indices
+    from edge_sdk.evaluation.dataset import find_test_set, read_image
+    from edge_sdk.thresholds import choose_threshold, outcome
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", help="MVTec-style set the bundle was trained on")
+    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--target-frr", type=float, default=0.01)
+    parser.add_argument("--out", help="JSON file (default: benchmarks/results/...)")
+    args = parser.parse_args()
+    if not Path(args.data).is_dir():
+        print(f"skipped: no data set at {args.data}", file=sys.stderr)
+        return 0
+    bundle = Bundle.open(args.bundle)
+    inspector = Inspector.open(bundle, device="cpu", variant="fp32", recheck=False)
+
+    def score(path: Path) -> float:
+        return float(inspector.inspect(read_image(path)).score)
+
+    names = bundle.manifest.training["validation_split"]["files"]
+    held_out = np.array([score(Path(args.data) / "train" / "good" / n) for n in names])
+    parts = split_indices(held_out.size)
+    threshold_scores = held_out if parts is None else held_out[parts[1]]
+    test = find_test_set(args.data)
+    good = np.array([score(s.path) for s in test.good])
+    bad = np.array([score(s.path) for s in test.defective])
+    rng = np.random.default_rng(0)
+    rows: list[dict[str, Any]] = []
+    sizes = [("all", threshold_scores.size)] + [(str(n), n) for n in SUBSETS]
+    for label, n in sizes:
+        if n > threshold_scores.size:
+            continue
+        draws = (
+            [threshold_scores]
+            if label == "all"
+            else [rng.choice(threshold_scores, n, replace=False) for _ in range(DRAWS)]
+        )
+        for policy in ("frr", "robust"):
+            frr, esc, inside = [], [], []
+            for draw in draws:
+                choice = choose_threshold(draw, policy=policy, target_frr=args.target_frr)
+                at = outcome(good, bad, choice.threshold)
+                frr.append(at["false_rejects"]["rate"])
+                esc.append(at["escapes"]["rate"])
+                lo, hi = choice.record["expected_false_reject_rate_95ci"]
+                inside.append(lo <= at["false_rejects"]["rate"] <= hi)
+            rows.append(
+                {
+                    "images": label,
+                    "policy": policy,
+                    "frr_median": float(np.median(frr)),
+                    "frr_p90": float(np.quantile(frr, 0.9)),
+                    "escapes_median": float(np.median(esc)),
+                    "within_expected_interval": float(np.mean(inside)),
+                }
+            )
+    report = {
+        "bundle": str(args.bundle),
+        "data": Path(args.data).name,
+        "target_frr": args.target_frr,
+        "held_out_threshold_images": int(threshold_scores.size),
+        "median_scores": {
+            "held_out": float(np.median(held_out)),
+            "test_good": float(np.median(good)),
+            "test_defective": float(np.median(bad)),
+        },
+        "rows": rows,
+        "command": " ".join(["python", "benchmarks/threshold_policies.py", *sys.argv[1:]]),
+    }
+    out = Path(args.out or RESULTS / f"threshold_policies_{Path(args.data).name}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(
+        f"{report['data']}: median score held-out {report['median_scores']['held_out']:.4f}, "
+        f"test good {report['median_scores']['test_good']:.4f}"
+    )
+    print("images  policy  FRR median  FRR p90  escapes median  FRR within expected")
+    for r in rows:
+        print(
+            f"{r['images']:>6}  {r['policy']:<6}  {r['frr_median']:10.3f}  {r['frr_p90']:7.3f}  "
+            f"{r['escapes_median']:14.3f}  {r['within_expected_interval']:6.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
