@@ -38,6 +38,11 @@ def main() -> int:
     parser.add_argument("data", help="MVTec-style set the bundle was trained on")
     parser.add_argument("--bundle", required=True)
     parser.add_argument("--target-frr", type=float, default=0.01)
+    parser.add_argument(
+        "--eval-report",
+        help="report.json of `edge-ad eval` on this bundle and set: its test scores are used "
+        "instead of scoring the test images again",
+    )
     parser.add_argument("--out", help="JSON file (default: benchmarks/results/...)")
     args = parser.parse_args()
     if not Path(args.data).is_dir():
@@ -53,9 +58,16 @@ def main() -> int:
     held_out = np.array([score(Path(args.data) / "train" / "good" / n) for n in names])
     parts = split_indices(held_out.size)
     threshold_scores = held_out if parts is None else held_out[parts[1]]
-    test = find_test_set(args.data)
-    good = np.array([score(s.path) for s in test.good])
-    bad = np.array([score(s.path) for s in test.defective])
+    if args.eval_report:
+        images = json.loads(Path(args.eval_report).read_text())["images"]
+        # An ERROR (no score) is a reject, as eval counts it.
+        scores = [(i["defect_type"], np.inf if i["score"] is None else i["score"]) for i in images]
+        good = np.array([v for kind, v in scores if kind is None])
+        bad = np.array([v for kind, v in scores if kind is not None])
+    else:
+        test = find_test_set(args.data)
+        good = np.array([score(s.path) for s in test.good])
+        bad = np.array([score(s.path) for s in test.defective])
     rng = np.random.default_rng(0)
     rows: list[dict[str, Any]] = []
     sizes = [("all", threshold_scores.size)] + [(str(n), n) for n in SUBSETS]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from edge_sdk.training.data import augment_for_autoencoder, step_rng
 from edge_sdk.training.losses import efficientad_losses
 from edge_sdk.training.networks import TEACHER_CHANNELS
 from edge_sdk.training.trainer import Trainer
@@ -19,14 +18,7 @@ from edge_sdk.training.trainer import Trainer
 
 def reference_train_step(run: Trainer, mean: torch.Tensor, std: torch.Tensor) -> dict[str, float]:
     """One step of ``run`` the reference's way; leaves ``run.step`` to the caller."""
-    rng = step_rng(run.config.seed, run.step)
-    torch.manual_seed(int(rng.integers(2**62)))
-    raw = torch.from_numpy(run.data.train_images[run.order.indices(run.step)])
-    image_st = run._input(raw)
-    image_ae = run._input(augment_for_autoencoder(raw.float(), rng))
-    image_penalty = None
-    if run.penalty is not None:
-        image_penalty = run._input(run.penalty.draw(rng, run.config.batch_size))
+    _, image_st, image_ae, image_penalty = run.step_inputs()
     batch, c = image_st.shape[0], TEACHER_CHANNELS
     with run.autocast():
         with torch.no_grad():

@@ -236,10 +236,13 @@ class Trainer:
         self.elapsed_s = float(state["elapsed_s"])
         self.history.extend(state["history"])
 
-    def train_step(self, mean: torch.Tensor, std: torch.Tensor) -> dict[str, float]:
-        """One optimiser step; leaves ``self.step`` to the caller (see the interrupt logic)."""
+    def step_inputs(
+        self,
+    ) -> tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """What step ``self.step`` draws: the images' indices, the images, their jittered
+        copies and the penalty photos (None without), as network input. Seeds torch's
+        generator for the step's dropout."""
         rng = step_rng(self.config.seed, self.step)
-        # Dropout in the autoencoder draws from torch's generator: seed it per step as well.
         torch.manual_seed(int(rng.integers(2**62)))
         indices = self.order.indices(self.step)
         raw = torch.from_numpy(self.data.train_images[indices])
@@ -248,6 +251,11 @@ class Trainer:
         image_penalty = None
         if self.penalty is not None:
             image_penalty = self._input(self.penalty.draw(rng, self.config.batch_size))
+        return indices, image_st, image_ae, image_penalty
+
+    def train_step(self, mean: torch.Tensor, std: torch.Tensor) -> dict[str, float]:
+        """One optimiser step; leaves ``self.step`` to the caller (see the interrupt logic)."""
+        indices, image_st, image_ae, image_penalty = self.step_inputs()
         batch = image_st.shape[0]
         cached = [self.teacher_cache.get(i) for i in indices]
         missing = [k for k, out in enumerate(cached) if out is None]
