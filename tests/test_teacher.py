@@ -146,6 +146,9 @@ def test_interrupted_run_resumes_and_writes_a_loadable_teacher(
     assert record["steps"] == 3 and record["backbone"]["name"] == "lite0"
     assert record["sha256"] == hashlib.sha256(result.path.read_bytes()).hexdigest()
     assert np.isfinite(record["final_loss"])
+    # Photos by name and count: no path of the machine that made it.
+    assert record["photos"]["name"] == photos.name and record["photos"]["count"] > 0
+    assert str(photos.parent) not in json.dumps(record)
 
     state = torch.load(result.path, weights_only=True)
     assert {v.dtype for v in state.values()} == {torch.float16}

@@ -389,7 +389,13 @@ def _distill(
             "targets": "backbone features at the PDN's receptive-field centres (see "
             "edge_sdk.training.teacher_targets); the PDN sees the centre 256 px of a "
             f"{WINDOW} px window",
-            "photos": {"folder": str(photos.folder), "count": len(photos.files)},
+            # By name, count and content fingerprint: the record ships, the path would not mean
+            # anything on another machine.
+            "photos": {
+                "name": photos.folder.name,
+                "count": len(photos.files),
+                "fingerprint": photos.fingerprint(),
+            },
             "augmentation": {
                 "scale": list(SCALE_RANGE),
                 "hflip": 0.5,
