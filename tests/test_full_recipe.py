@@ -1,0 +1,70 @@
+"""scripts/full_recipe.py end to end on a tiny budget: teacher, bundle, evaluation and
+figures in one folder, and a rerun that skips what is done."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import good_images
+
+pytest.importorskip("torch", reason="the training extra is not installed")
+pytest.importorskip("efficientnet_lite_pytorch", reason="the teacher extra is not installed")
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "full_recipe.py"
+
+
+def _parts(root: Path) -> Path:
+    from edge_sdk.synthetic import defective_part
+
+    rng = np.random.default_rng(0)
+    for folder, images in (
+        (root / "train" / "good", good_images(8, seed=1)),
+        (root / "test" / "good", good_images(3, seed=2)),
+    ):
+        folder.mkdir(parents=True)
+        for i, image in enumerate(images):
+            cv2.imwrite(str(folder / f"{i}.png"), image)
+    (root / "test" / "defect").mkdir()
+    (root / "ground_truth" / "defect").mkdir(parents=True)
+    for i in range(3):
+        image, mask = defective_part(rng)
+        cv2.imwrite(str(root / "test" / "defect" / f"{i}.png"), image)
+        cv2.imwrite(str(root / "ground_truth" / "defect" / f"{i}_mask.png"), mask)
+    return root
+
+
+def test_full_recipe_on_a_tiny_budget(tmp_path: Path) -> None:
+    data = _parts(tmp_path / "parts")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, image in enumerate(good_images(3, seed=4, size=(300, 360))):
+        cv2.imwrite(str(photos / f"{i}.png"), image)
+    out = tmp_path / "run"
+    argv = [sys.executable, str(SCRIPT), "--photos", str(photos), "--data", str(data)]
+    argv += ["--out", str(out), "--teacher-steps", "2", "--teacher-batch", "2"]
+    argv += ["--steps", "2", "--device", "cpu"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "no CUDA GPU" in done.stderr
+    figures = json.loads((out / "figures.json").read_text())
+    assert figures["teacher"]["steps"] == 2 and figures["teacher"]["batch_size"] == 2
+    entry = figures["sets"]["parts"]
+    assert 0.0 <= entry["image_auroc"] <= 1.0 and entry["at_threshold"]["escapes"]["of"] == 3
+    assert (out / "teacher.pth").is_file() and (out / "parts.bundle").exists()
+    assert (out / "parts.eval" / "report.json").is_file()
+    from edge_sdk.bundle import Bundle
+
+    record = Bundle.open(out / "parts.bundle").manifest.training
+    assert record["teacher"]["sha256"] == figures["teacher"]["sha256"]
+    # A rerun skips the finished teacher and bundle and evaluates again.
+    written = {p: p.stat().st_mtime_ns for p in (out / "teacher.pth", out / "parts.bundle")}
+    again = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in written} == written
+    assert "parts: image AUROC" in again.stdout
