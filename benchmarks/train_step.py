@@ -24,6 +24,7 @@ step cannot beat on this CPU, whatever the code.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -122,7 +123,7 @@ def student_runs(args: argparse.Namespace) -> dict[str, Any]:
     flops = {name: count_flops(fn) for name, fn in steps.items()}
     # What `edge-ad train` ran by default before: the reference step in float32.
     fp32 = Trainer(
-        TrainConfig(**{**config.__dict__, "bf16": False}),  # type: ignore[arg-type]
+        dataclasses.replace(config, bf16=False),
         torch.device("cpu"),
     )
     fp32_times = []

@@ -98,6 +98,13 @@ _CONSISTENT_P = 0.05
 _MAD_SIGMA = 1.482602
 
 
+def _robust_normal(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and scale of a normal fitted by median and MAD along the last axis."""
+    centre = np.median(x, axis=-1)
+    spread = _MAD_SIGMA * np.median(np.abs(x - centre[..., None]), axis=-1)
+    return centre, spread
+
+
 def allowed_above(n: int, target_rate: float) -> int:
     """The most of `n` good images that may score above a threshold whose true false-reject
     rate is `target_rate` before a one-sided binomial test at 5 % rejects it.
@@ -124,9 +131,8 @@ def fitted_threshold(good: Sequence[float] | np.ndarray, *, target_frr: float) -
     scores = _scores(good)
     logs = bool(np.all(scores > 0))
     x = np.log(scores) if logs else scores
-    centre = float(np.median(x))
-    spread = _MAD_SIGMA * float(np.median(np.abs(x - centre)))
-    value = centre + NormalDist().inv_cdf(1.0 - target_frr) * spread
+    centre, spread = _robust_normal(x)
+    value = float(centre) + NormalDist().inv_cdf(1.0 - target_frr) * float(spread)
     return float(np.exp(value)) if logs else value
 
 
@@ -168,8 +174,7 @@ def expected_frr_interval(
         rng = np.random.default_rng(0)  # the record must not change from run to run
         logs = np.log(scores)
         draws = logs[rng.integers(0, logs.size, size=(_BOOTSTRAP_ROUNDS, logs.size))]
-        centre = np.median(draws, axis=1)
-        spread = _MAD_SIGMA * np.median(np.abs(draws - centre[:, None]), axis=1)
+        centre, spread = _robust_normal(draws)
         z = (math.log(threshold) - centre) / np.maximum(spread, 1e-12)
         tails = np.array([1.0 - NormalDist().cdf(float(v)) for v in z])
         lo = min(lo, float(np.quantile(tails, 0.025)))
