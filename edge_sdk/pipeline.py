@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 import logging
 import queue
+import secrets
 import threading
 import time
 from collections import deque
@@ -58,6 +59,16 @@ class ResultSink(Protocol):
     def submit(self, inspection: Inspection) -> None: ...
 
     def close(self, *, timeout_s: float) -> None: ...
+
+
+def new_run_id() -> str:
+    """A name for one run of a pipeline, unique across restarts: its start in UTC and
+    random bits (two runs may start in the same second).
+
+    >>> len(new_run_id()), new_run_id() != new_run_id()
+    (23, True)
+    """
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
 @dataclass(frozen=True)
@@ -143,6 +154,7 @@ class Pipeline:
         self._latest: Inspection | None = None
         self._started_at = 0.0
         self.source_error: str | None = None
+        self.run_id = new_run_id()
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -333,6 +345,7 @@ class Pipeline:
             result=result,
             pixel_threshold=self.inspector.pixel_threshold,
             acquired_ns=item.acquired_ns,
+            run_id=self.run_id,
         )
         t0 = time.monotonic_ns()
         for sink in self.sinks:
@@ -369,6 +382,7 @@ class Pipeline:
                 value = health()
                 sinks[sink.name] = value.to_dict() if hasattr(value, "to_dict") else value
         return {
+            "run_id": self.run_id,
             "mode": self.options.mode.value,
             "uptime_s": time.monotonic() - self._started_at if self._started_at else 0.0,
             "frames": stats.frames,

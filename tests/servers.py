@@ -46,6 +46,7 @@ def inspection(
     camera: str = "cam0",
     part_id: str | None = None,
     size: tuple[int, int] = (48, 64),
+    acquired_ns: int | None = None,
 ) -> Inspection:
     """A small, complete inspection (ERROR ones carry no map, as the inspector's)."""
     rng = np.random.default_rng(frame_id)
@@ -64,7 +65,8 @@ def inspection(
         part_id=part_id,
         error=error,
     )
-    return Inspection(frame, result, pixel_threshold=0.1)
+    acquired = time.monotonic_ns() if acquired_ns is None else acquired_ns
+    return Inspection(frame, result, pixel_threshold=0.1, acquired_ns=acquired)
 
 
 # -- Modbus ----------------------------------------------------------------------------
@@ -172,9 +174,43 @@ class ModbusPLC:
         if self._plc_thread is not None:
             self._plc_thread.join(2)
 
+    def start_scanner(self, *, valid: int, part_id: int, scan_s: float = 0.005) -> ScanLog:
+        """A PLC program's view: every `scan_s` it reads its own memory and latches the
+        rising edges of result_valid with the part id under them (no Modbus in between,
+        as a PLC reads its process image)."""
+        log = ScanLog()
+
+        def scan() -> None:
+            last_valid, last_t = 0, time.monotonic()
+            while not self._plc_stop.wait(scan_s):
+                now = time.monotonic()
+                log.max_gap_s = max(log.max_gap_s, now - last_t)
+                last_t = now
+                with self.lock:
+                    v = self.coils.get(valid, 0)
+                    words = (self.registers.get(part_id, 0), self.registers.get(part_id + 1, 0))
+                if v and not last_valid:
+                    log.edges.append((now, (words[0] << 16) | words[1]))
+                last_valid = v
+
+        self._plc_thread = threading.Thread(target=scan, name="plc-scan", daemon=True)
+        self._plc_thread.start()
+        return log
+
     def writes_to(self, table: str, address: int) -> list[tuple[float, list[int]]]:
         with self.lock:
             return [(t, v) for t, tb, a, v in self.writes if tb == table and a == address]
+
+
+class ScanLog:
+    """What a scanning PLC latched: (monotonic time, part id) per rising edge."""
+
+    def __init__(self) -> None:
+        self.edges: list[tuple[float, int]] = []
+        self.max_gap_s = 0.0  # the longest time between two scans: the PLC's own lateness
+
+    def ids(self) -> list[int]:
+        return [part for _, part in self.edges]
 
 
 # -- MQTT ------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -82,6 +83,23 @@ def test_every_frame_gets_one_result_in_order(tiny: Inspector, tmp_path: Path) -
     assert snap["verdicts"] == {"OK": 8, "NOK": 4, "ERROR": 0}
     assert snap["latency_ms"]["infer"]["p50"] > 0 and sink.closed
     assert all(i.acquired_ns > 0 and i.frame.part_id for i in sink.items)
+
+
+def test_results_stay_unique_across_restarts(tiny: Inspector, tmp_path: Path) -> None:
+    from edge_sdk.sinks import SinkRunner
+    from edge_sdk.sinks.jsonl import JsonlSink
+
+    out, folder = tmp_path / "results.jsonl", parts(tmp_path / "in", 4)
+    run_ids = []
+    for _ in range(2):  # the service restarted: frame ids start again
+        pipeline = Pipeline(FolderSource(folder), tiny, [SinkRunner(JsonlSink(out))])
+        run_to_end(pipeline)
+        run_ids.append(pipeline.snapshot()["run_id"])
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["frame_id"] for r in records] == [0, 1, 2, 3] * 2
+    keys = [(r["run_id"], r["camera"], r["frame_id"]) for r in records]
+    assert len(set(keys)) == 8 and run_ids[0] != run_ids[1]
+    assert [r["run_id"] for r in records] == [run_ids[0]] * 4 + [run_ids[1]] * 4
 
 
 def test_missed_deadline_is_an_error(tiny: Inspector, tmp_path: Path) -> None:

@@ -110,6 +110,51 @@ def test_jsonl_writes_one_flushed_line_per_result_and_rotates(tmp_path: Path) ->
     assert last["frame_id"] == 39 and last["latency"]["total_ms"] == 0.0
 
 
+_FULL_DISK = """
+import json, resource, signal, sys
+import numpy as np
+from edge_sdk.records import Frame, Result, Verdict
+from edge_sdk.sinks.base import Inspection
+from edge_sdk.sinks.errors import SinkError
+from edge_sdk.sinks.jsonl import JsonlSink
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+sink, written = JsonlSink(sys.argv[1]), 0
+
+def write(i):
+    global written
+    frame = Frame(np.zeros((2, 2), np.uint8), i, 0, camera_id="cam0", part_id="x" * (i % 7))
+    try:
+        sink(Inspection(frame, Result(i, Verdict.NOK, 0.7, 0.5), pixel_threshold=0.1))
+        written += 1
+    except SinkError:
+        pass
+
+hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))  # the disk fills at 1000 bytes
+for i in range(20):
+    write(i)
+resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # and is freed again
+for i in range(20, 25):
+    write(i)
+print(written)
+"""
+
+
+def test_jsonl_writes_whole_records_when_the_disk_fills(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"cut off by a crash":')  # the last run died mid-record
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    lines = path.read_text().splitlines()
+    assert lines[0] == '{"cut off by a crash":'  # kept, and the next record not glued on
+    records = [json.loads(line) for line in lines[1:]]  # every other line is whole
+    assert len(records) == int(done.stdout) and 5 < len(records) < 25
+    assert [r["frame_id"] for r in records][-5:] == list(range(20, 25))
+
+
 def test_callback_targets_load_by_import_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(EXAMPLES))
     [config] = parse_sink_configs(yaml.safe_load(LINE_YAML)["sinks"][-1:])

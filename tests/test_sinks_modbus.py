@@ -45,9 +45,14 @@ def config(plc: ModbusPLC, **overrides: Any) -> ModbusSinkConfig:
 
 
 def handshakes(plc: ModbusPLC) -> list[tuple[str, int, list[int]]]:
-    """Every write but the heartbeat, in the order the server served them."""
+    """Every write but the heartbeat and the fault level between results (the fault bit
+    alone, from a tick), in the order the server served them."""
     with plc.lock:
-        return [(t, a, v) for _, t, a, v in plc.writes if (t, a) != ("hr", HEARTBEAT)]
+        return [
+            (t, a, v)
+            for _, t, a, v in plc.writes
+            if (t, a) not in (("hr", HEARTBEAT), ("coil", FAULT))
+        ]
 
 
 def test_handshake_bits_echoed_id_strobe_and_fault(plc: ModbusPLC) -> None:
@@ -152,6 +157,71 @@ def test_plc_outage_never_blocks_and_delivery_resumes(plc: ModbusPLC) -> None:
     assert h.delivered + h.dropped == submitted, h
     assert h.delivered >= 2
     assert len(plc.writes_to("hr", HEARTBEAT)) >= 1  # the heartbeat is back too
+
+
+def test_a_scanning_plc_latches_every_back_to_back_result(plc: ModbusPLC) -> None:
+    # The README's map, no ack, the default pulse times: 10 parts/s, close to the limit.
+    defaults = ModbusSinkConfig.model_fields
+    cfg = config(plc, pulse_s=defaults["pulse_s"].default)
+    assert cfg.pulse_low_s == defaults["pulse_low_s"].default
+    scan = plc.start_scanner(valid=VALID, part_id=ID, scan_s=0.005)
+    sink = build_sink(cfg)
+    runner = SinkRunner(sink, delivery=cfg.delivery)
+    for i in range(1, 31):
+        runner.submit(inspection(i, Verdict.NOK if i % 4 == 0 else Verdict.OK))
+        time.sleep(0.1)
+    assert wait_until(lambda: runner.health().delivered == 30, timeout_s=10), runner.health()
+    assert wait_until(lambda: len(scan.edges) >= 30, timeout_s=1)
+    assert scan.ids() == list(range(1, 31)), f"the PLC's longest scan gap: {scan.max_gap_s}"
+    # Both levels last at least their configured times, as the server saw them.
+    strobes = plc.writes_to("coil", VALID)[1:]
+    highs = [b[0] - a[0] for a, b in zip(strobes[::2], strobes[1::2], strict=False)]
+    lows = [b[0] - a[0] for a, b in zip(strobes[1::2], strobes[2::2], strict=False)]
+    assert min(highs) >= 0.9 * cfg.pulse_s and min(lows) >= 0.9 * cfg.pulse_low_s
+    assert sink.max_results_per_s == pytest.approx(1 / 0.08)  # type: ignore[attr-defined]
+    runner.close(timeout_s=2)
+
+
+def test_a_result_older_than_max_age_raises_the_fault_instead(plc: ModbusPLC) -> None:
+    cfg = config(
+        plc,
+        map={"lost_count": 5},
+        fault_hold_s=0.3,
+        delivery={"max_age_s": 0.5, "retry_deadline_s": 10, "backoff_max_s": 0.1},
+    )
+    assert cfg.delivery.max_age_s == 0.5
+    sink = build_sink(cfg)
+    strobed: list[tuple[int, float]] = []  # (frame id, age at the strobe)
+    born: dict[int, int] = {}
+    sink.on_strobe = lambda ins, t: strobed.append(  # type: ignore[attr-defined]
+        (ins.result.frame_id, (t - born[ins.result.frame_id]) / 1e9)
+    )
+    runner = SinkRunner(sink, delivery=cfg.delivery)
+
+    def submit(frame_id: int) -> None:
+        item = inspection(frame_id, Verdict.NOK)
+        born[frame_id] = item.acquired_ns
+        runner.submit(item)
+
+    submit(1)
+    assert wait_until(lambda: runner.health().delivered == 1, timeout_s=5)
+    plc.stop()  # a PLC outage of about 2 s while parts keep coming
+    for i in range(2, 22):
+        submit(i)
+        time.sleep(0.1)
+    plc.start()
+    submit(100)
+    assert wait_until(lambda: 100 in [f for f, _ in strobed], timeout_s=5), strobed
+    assert wait_until(lambda: plc.registers.get(5, 0) > 0, timeout_s=2)
+    runner.close(timeout_s=2)
+    h = runner.health()
+    assert max(age for _, age in strobed) < 0.5 + 0.1, strobed  # never a stale verdict
+    assert h.expired >= 10 and h.expired == h.dropped, h
+    assert h.delivered + h.dropped == 22, h
+    # The PLC learnt of the lost parts: the fault bit rose once it was back, and it counts
+    assert plc.registers.get(5) == h.expired
+    fault_writes = [v for t, v in plc.writes_to("coil", FAULT)]
+    assert [1] in fault_writes, fault_writes
 
 
 def test_holding_register_mode_and_part_id_echo(plc: ModbusPLC) -> None:

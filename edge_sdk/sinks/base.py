@@ -20,6 +20,9 @@ class Inspection:
     # time.monotonic_ns() when the pipeline received the frame: sinks measure end-to-end
     # latency (acquired to signal delivered) against it.
     acquired_ns: int = 0
+    # Names the pipeline run: frame ids start again at 1 after a restart, so consumers key
+    # on (run_id, camera, frame_id).
+    run_id: str = ""
 
     def full_map(self) -> np.ndarray | None:
         """The anomaly map at the frame's size, or None for an ERROR without a map."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -71,6 +71,15 @@ class DeliveryConfig(_Strict):
     retry_deadline_s: float = Field(
         10.0, ge=0.0, description="give up on an inspection this long after its first attempt"
     )
+    max_age_s: float | None = Field(
+        None,
+        gt=0.0,
+        description=(
+            "never deliver a result older than this, counted from the frame's acquisition: "
+            "it is dropped, counted as expired and raises the sink's fault signal; "
+            "None: no limit (the default of the record sinks; signalling sinks set one)"
+        ),
+    )
     backoff_initial_s: float = Field(0.05, gt=0.0)
     backoff_max_s: float = Field(2.0, gt=0.0)
     down_after_failures: int = Field(
@@ -97,6 +106,24 @@ class _SinkBase(_Strict):
     name: str | None = Field(None, description="defaults to the type; must be unique")
     delivery: DeliveryConfig = DeliveryConfig()
 
+    # A signalling sink's result is useless once the part has moved on: a PLC that tracks
+    # parts by position would act on the wrong one. Record sinks keep everything.
+    default_max_age_s: ClassVar[float | None] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_max_age(cls, data: Any) -> Any:
+        if cls.default_max_age_s is None or not isinstance(data, dict):
+            return data
+        delivery = data.get("delivery", {})
+        if isinstance(delivery, DeliveryConfig):
+            if "max_age_s" in delivery.model_fields_set:
+                return data
+            delivery = delivery.model_copy(update={"max_age_s": cls.default_max_age_s})
+        elif isinstance(delivery, dict) and "max_age_s" not in delivery:
+            delivery = {**delivery, "max_age_s": cls.default_max_age_s}
+        return {**data, "delivery": delivery}
+
 
 class JsonlSinkConfig(_SinkBase):
     """Every result as one JSON line, to a file (flushed per line) or to stdout."""
@@ -112,7 +139,7 @@ class ModbusMap(_Strict):
 
     The signals `ok`, `nok`, `fault`, `result_valid` and `ack` are coils, or holding
     registers holding 0/1 when the sink's `bits` is "holding". `part_id` (one or two
-    words, high word first) and `heartbeat` are holding registers.
+    words, high word first), `heartbeat` and `lost_count` are holding registers.
     """
 
     ok: int = Field(0, ge=0, le=65535)
@@ -123,11 +150,15 @@ class ModbusMap(_Strict):
     part_id: int = Field(0, ge=0, le=65535)
     part_id_words: Literal[1, 2] = 2
     heartbeat: int | None = Field(2, ge=0, le=65535, description="None: no heartbeat")
+    lost_count: int | None = Field(
+        None, ge=0, le=65535, description="results not signalled, mod 65536; None: not written"
+    )
 
 
 class ModbusSinkConfig(_SinkBase):
     """Modbus TCP handshake with a PLC; see `edge_sdk.sinks.modbus` for the sequence."""
 
+    default_max_age_s: ClassVar[float | None] = 2.0
     type: Literal["modbus"]
     host: str
     port: int = Field(502, ge=1, le=65535)
@@ -138,7 +169,17 @@ class ModbusSinkConfig(_SinkBase):
         "frame_id", description="part_id falls back to frame_id when it is not an integer"
     )
     timeout_s: float = Field(0.5, gt=0.0, le=10.0, description="one request's response wait")
-    pulse_s: float = Field(0.05, gt=0.0, description="result_valid high time without ack")
+    pulse_s: float = Field(
+        0.05, gt=0.0, description="result_valid high time without ack (>= 2 PLC scans)"
+    )
+    pulse_low_s: float = Field(
+        0.03,
+        gt=0.0,
+        description="least time result_valid stays low between two results (>= 2 PLC scans)",
+    )
+    fault_hold_s: float = Field(
+        1.0, gt=0.0, description="the fault bit stays up this long after a result was lost"
+    )
     ack_timeout_s: float = Field(1.0, gt=0.0, description="wait for ack to rise (and fall)")
     ack_poll_s: float = Field(0.005, gt=0.0)
     heartbeat_interval_s: float = Field(0.5, gt=0.0)
@@ -154,6 +195,8 @@ class ModbusSinkConfig(_SinkBase):
         words = {f"part_id+{i}": m.part_id + i for i in range(m.part_id_words)}
         if m.heartbeat is not None:
             words["heartbeat"] = m.heartbeat
+        if m.lost_count is not None:
+            words["lost_count"] = m.lost_count
         # Coils and holding registers are separate tables; in "holding" mode they share one.
         groups = [{**bits, **words}] if self.bits == "holding" else [bits, words]
         for group in groups:
@@ -174,6 +217,7 @@ class MqttSinkConfig(_SinkBase):
     """Results to `<topic_prefix>/<camera>/result` (QoS 1) and health (retained) to
     `<topic_prefix>/<camera>/health`, which the broker sets to offline if we die."""
 
+    default_max_age_s: ClassVar[float | None] = 60.0
     type: Literal["mqtt"]
     host: str
     port: int = Field(1883, ge=1, le=65535)
@@ -187,7 +231,8 @@ class MqttSinkConfig(_SinkBase):
     publish_timeout_s: float = Field(2.0, gt=0.0, description="wait for the broker's PUBACK")
     health_interval_s: float = Field(5.0, gt=0.0)
     reconnect_min_s: float = Field(0.5, gt=0.0)
-    reconnect_max_s: float = Field(30.0, gt=0.0)
+    # A line that waits half a minute for its broker loses results: keep retrying often.
+    reconnect_max_s: float = Field(2.0, gt=0.0)
 
     @model_validator(mode="after")
     def _topics(self) -> MqttSinkConfig:
@@ -231,6 +276,7 @@ class CameraLineSinkConfig(_SinkBase):
     """A pulse on a camera output line per reject (or per pass); needs a GenICam camera
     with I/O lines (SFNC LineSelector, LineSource, UserOutputSelector, UserOutputValue)."""
 
+    default_max_age_s: ClassVar[float | None] = 2.0
     type: Literal["camera_line"]
     line: str = "Line1"
     user_output: str = "UserOutput1"

@@ -1,5 +1,7 @@
 """Every result as one JSON line, to stdout or to a file flushed after each line.
 
+A line is written whole or not at all: when the disk is full the part that made it is
+truncated away, and a line cut off by a crash gets the next one on a line of its own.
 With `rotate_bytes`, a file about to grow past the limit is renamed to ``path.1`` (older
 ones shift to ``.2`` ... ``.keep_files``; the oldest goes) and a new file is started, so a
 reader that follows ``path`` never sees a line cut in two.
@@ -12,8 +14,8 @@ reader that follows ``path`` never sees a line cut in two.
 >>> frame = Frame(np.zeros((2, 2), np.uint8), frame_id=3, timestamp_ns=0, camera_id="cam0")
 >>> sink(Inspection(frame, Result(3, Verdict.OK, 0.1, 0.5), pixel_threshold=0.1))
 >>> sorted(json.loads(out.getvalue()))  # doctest: +NORMALIZE_WHITESPACE
-['camera', 'error', 'frame_id', 'latency', 'part_id', 'score', 'threshold', 'timestamp',
- 'verdict']
+['camera', 'error', 'frame_id', 'latency', 'part_id', 'run_id', 'score', 'threshold',
+ 'timestamp', 'verdict']
 """
 
 from __future__ import annotations
@@ -55,22 +57,20 @@ class JsonlSink:
         self._rotate_bytes = rotate_bytes
         self._keep_files = keep_files
         self._lock = threading.Lock()  # close() may come from another thread
-        self._owned: IO[str] | None = None
+        self._owned: IO[bytes] | None = None
         self._stream: IO[str] | None = stream
-        if self.path is None and stream is None:
-            self._stream = sys.stdout
+        self._needs_newline = False
 
     def __call__(self, inspection: Inspection) -> None:
         line = json.dumps(result_record(inspection), separators=(",", ":")) + "\n"
         with self._lock:
             try:
-                stream = self._open()
-                if self._rotate_bytes and self.path is not None:
-                    size = stream.tell()
-                    if size and size + len(line.encode()) > self._rotate_bytes:
-                        stream = self._rotate()
-                stream.write(line)
-                stream.flush()
+                if self.path is None:
+                    stream = self._stream or sys.stdout
+                    stream.write(line)
+                    stream.flush()
+                else:
+                    self._append(line.encode())
             except OSError as exc:
                 self._discard()  # reopen next time: the disk may come back
                 where = self.path or "the output stream"
@@ -81,15 +81,44 @@ class JsonlSink:
         with self._lock:
             self._discard()
 
-    def _open(self) -> IO[str]:
-        if self._stream is not None:
-            return self._stream
+    def _append(self, data: bytes) -> None:
+        """One whole record or none: unbuffered writes, and a record cut short (a full
+        disk) is truncated away; if even that fails, the next record starts on a new line.
+        """
+        fd = self._open().fileno()
+        start = os.fstat(fd).st_size
+        if self._rotate_bytes and start and start + len(data) > self._rotate_bytes:
+            fd = self._rotate().fileno()
+            start = os.fstat(fd).st_size
+        if self._needs_newline:
+            data = b"\n" + data
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                self._needs_newline = True
+            raise
+        self._needs_newline = False
+
+    def _open(self) -> IO[bytes]:
+        if self._owned is not None:
+            return self._owned
         assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._owned = self._stream = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._owned = open(self.path, "ab", buffering=0)  # noqa: SIM115
+        # A record cut off by a crash or a full disk: do not glue the next one to it.
+        size = os.fstat(self._owned.fileno()).st_size
+        if size:
+            with open(self.path, "rb") as tail:
+                tail.seek(size - 1)
+                self._needs_newline = self._needs_newline or tail.read(1) != b"\n"
         return self._owned
 
-    def _rotate(self) -> IO[str]:
+    def _rotate(self) -> IO[bytes]:
         assert self.path is not None
         self._discard()
         for i in range(self._keep_files - 1, 0, -1):
@@ -97,6 +126,7 @@ class JsonlSink:
             if older.exists():
                 os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
         os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        self._needs_newline = False
         return self._open()
 
     def _discard(self) -> None:
@@ -104,4 +134,4 @@ class JsonlSink:
             try:
                 self._owned.close()
             finally:
-                self._owned = self._stream = None
+                self._owned = None

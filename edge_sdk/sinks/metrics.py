@@ -41,6 +41,12 @@ _SERIES = (
         "Failed heartbeats/health messages.",
         "tick_failures",
     ),
+    (
+        "edge_ad_sink_expired_total",
+        "counter",
+        "Inspections not delivered because they were older than max_age_s.",
+        "expired",
+    ),
     ("edge_ad_sink_queue_depth", "gauge", "Inspections waiting.", "queue_depth"),
     ("edge_ad_sink_queue_capacity", "gauge", "Queue bound.", "queue_capacity"),
     ("edge_ad_sink_latency_p50_ms", "gauge", "Submit to delivered, median.", "latency_p50_ms"),

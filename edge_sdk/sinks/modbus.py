@@ -9,28 +9,47 @@ register holding 0 or 1, in the same table as the words below.
     =============  =======  =========  ==============================================
     ok             coil 0   edge-ad    1: the part passed
     nok            coil 1   edge-ad    1: reject the part (NOK, and ERROR: fail-safe)
-    fault          coil 2   edge-ad    1: the verdict is ERROR, or the service is
-                                       unhealthy (`set_service_health(False)`)
+    fault          coil 2   edge-ad    1: the verdict is ERROR, or inspection cannot
+                                       vouch for the parts (see "The fault bit")
     result_valid   coil 3   edge-ad    strobe: 1 while ok/nok/fault and part_id are
                                        valid for the part in part_id
     ack            (none)   PLC        optional: 1 when the PLC has taken the result
     part_id        HR 0-1   edge-ad    echoed id, unsigned 32 bit, high word first
                                        (`part_id_words: 1`: low 16 bits in HR 0)
     heartbeat      HR 2     edge-ad    +1 (mod 65536) every `heartbeat_interval_s`
+    lost_count     (none)   edge-ad    optional: results not signalled (expired or
+                                       dropped) since the start, mod 65536
     =============  =======  =========  ==============================================
 
 The sequence for one result::
 
     1. (ack configured) wait until ack = 0: the PLC has released the previous result
     2. write part_id, then ok / nok / fault (adjacent addresses in one request)
-    3. write result_valid = 1                        <- the PLC may read now
-    4. pulse mode: hold `pulse_s`;  ack mode: wait until ack = 1 (`ack_timeout_s`)
-    5. write result_valid = 0
+    3. wait until result_valid has been low for `pulse_low_s`
+    4. write result_valid = 1                        <- the PLC may read now
+    5. pulse mode: hold `pulse_s`;  ack mode: wait until ack = 1 (`ack_timeout_s`)
+    6. write result_valid = 0
 
-The PLC should latch on the rising edge of result_valid and check part_id. Without an
-ack, results are at most one per `pulse_s` (plus four round trips); with an ack, the
-PLC sets the pace. An ack that does not come is a failed delivery: the runner presents
-the same result again (same part_id), so the PLC sees it at least once.
+The PLC should latch on the rising edge of result_valid and check part_id. A scanning
+PLC sees every edge when both `pulse_s` (high) and `pulse_low_s` (low) last at least
+two of its scans; the defaults, 50 ms and 30 ms, suit scans up to 15 ms. That caps the
+pulse handshake at 1 / (pulse_s + pulse_low_s + four round trips), about 12 results/s
+by default (`max_results_per_s`, logged at start). With an ack the PLC sets the pace.
+An ack that does not come is a failed delivery: the runner presents the same result
+again (same part_id), so the PLC sees it at least once.
+
+A result that cannot be signalled in time is not signalled late: the runner's
+`max_age_s` (2 s from acquisition by default) expires it, and the sink raises the fault
+bit instead (below). When parts come faster than the handshake can signal them, the
+backlog ages and the fault bit rises: it is never a silent drop.
+
+The fault bit, outside and inside a strobe, means "inspection cannot vouch for the
+parts now": the service is unhealthy (stalled, camera lost), a result was lost (expired,
+dropped: held `fault_hold_s` from the moment the PLC could be told, so a loss during a
+PLC outage is signalled when it returns), or the sink was closed (the service stopped).
+It falls again at the next heartbeat tick once none of these holds. With `lost_count`
+mapped the PLC can also count them: every part gets a strobe or a count. Inside a strobe it
+is also 1 for an ERROR verdict (with nok = 1: reject).
 
 The echoed id is the frame id, or with ``echo: part_id`` the part id when it is an
 integer (a trigger counter from the PLC, say), else the frame id again.
@@ -109,19 +128,41 @@ class ModbusSink:
         self._connect_delay_s = config.reconnect_initial_s
         self._heartbeat = 0
         self._service_healthy = True
+        self._fault_until = 0.0  # monotonic: results were lost; the fault bit holds till then
+        self._loss_to_signal = False  # a loss the PLC has not been told of yet
+        self.lost_results = 0  # results the runner could not deliver, told by results_lost
+        self._lost_count_written: int | None = None
         self._fault_written: bool | None = None
+        self._low_since = 0.0  # monotonic: when result_valid was last written 0
         # Unknown after (re)connecting or a failed cycle: reset before the next result, so
         # the PLC never sees new bits under a strobe that is already high.
         self._strobe_maybe_high = True
         # Called right after result_valid is set, with time.monotonic_ns(): the moment the
         # line has its answer (for "frame acquired to PLC bit written" latency).
         self.on_strobe: Callable[[Inspection, int], None] | None = None
+        if config.map.ack is None:
+            logger.info(
+                "modbus %s: pulse handshake, result_valid high %.0f ms and low >= %.0f ms: "
+                "at most %.1f results/s; faster parts raise the fault bit",
+                self.name,
+                1e3 * config.pulse_s,
+                1e3 * config.pulse_low_s,
+                self.max_results_per_s,
+            )
+
+    @property
+    def max_results_per_s(self) -> float | None:
+        """The pulse handshake's ceiling (round trips not counted); None with an ack,
+        where the PLC sets the pace."""
+        if self.config.map.ack is not None:
+            return None
+        return 1.0 / (self.config.pulse_s + self.config.pulse_low_s)
 
     # -- the sink protocol ---------------------------------------------------------------
     def __call__(self, inspection: Inspection) -> None:
         m, cfg = self.config.map, self.config
         verdict = inspection.result.verdict
-        fault = verdict is Verdict.ERROR or not self._service_healthy
+        fault = verdict is Verdict.ERROR or self._fault_now()
         with self._lock:
             self._ensure_connected()
             try:
@@ -135,7 +176,10 @@ class ModbusSink:
                 self._write_bits(
                     {m.ok: verdict is Verdict.OK, m.nok: verdict.is_reject, m.fault: fault}
                 )
-                self._fault_written = fault
+                self._fault_signalled(fault)
+                low_left = self._low_since + cfg.pulse_low_s - time.monotonic()
+                if low_left > 0:  # the PLC must see result_valid low before the next edge
+                    time.sleep(low_left)
                 self._strobe_maybe_high = True
                 self._write_bits({m.result_valid: True})
                 if self.on_strobe is not None:
@@ -147,6 +191,7 @@ class ModbusSink:
                     acked = self._wait_bit(m.ack, True, cfg.ack_timeout_s)
                 self._write_bits({m.result_valid: False})
                 self._strobe_maybe_high = False
+                self._low_since = time.monotonic()
             except SinkError:
                 raise
             except Exception as exc:
@@ -160,10 +205,12 @@ class ModbusSink:
 
     def tick(self) -> None:
         """Increment the heartbeat (only while the service is healthy) and keep the fault
-        bit in step with the service's health."""
+        bit in step with the service's health and lost results."""
         m = self.config.map
+        fault = self._fault_now()
         with self._lock:
-            if m.heartbeat is None and self._fault_written == (not self._service_healthy):
+            count_known = m.lost_count is None or self._lost_count_written == self.lost_results
+            if m.heartbeat is None and self._fault_written == fault and count_known:
                 return
             self._ensure_connected()
             try:
@@ -171,13 +218,35 @@ class ModbusSink:
                 if self._service_healthy and m.heartbeat is not None:
                     self._heartbeat = (self._heartbeat + 1) & 0xFFFF
                     self._write_words(m.heartbeat, [self._heartbeat])
-                fault = not self._service_healthy
-                if fault != self._fault_written and (fault or self._fault_written):
+                if fault != self._fault_written:  # also after a connect: clear a stale 1
                     self._write_bits({m.fault: fault})
-                    self._fault_written = fault
+                    self._fault_signalled(fault)
+                self._write_lost_count()
             except Exception as exc:
                 self._disconnect()
                 raise SinkError(f"PLC {self._where()}: heartbeat: {exc}") from exc
+
+    def results_lost(self, count: int, why: str) -> None:
+        """The runner could not signal `count` results (expired, dropped): raise the fault
+        bit now and hold it `fault_hold_s`, so the PLC knows parts went unjudged."""
+        self.lost_results += count
+        self._loss_to_signal = True
+        logger.error(
+            "modbus %s: %d result(s) not signalled (%s); raising the fault bit",
+            self.name,
+            count,
+            why,
+        )
+        with self._lock:
+            self._ensure_connected()
+            try:
+                self._reset_strobe_if_needed()
+                self._write_bits({self.config.map.fault: True})
+                self._fault_signalled(True)
+                self._write_lost_count()
+            except Exception as exc:
+                self._disconnect()
+                raise SinkError(f"PLC {self._where()}: raising the fault bit: {exc}") from exc
 
     def set_service_health(self, healthy: bool, detail: dict[str, Any] | None = None) -> None:
         """Tell the PLC whether inspection is healthy: unhealthy stops the heartbeat and
@@ -185,14 +254,36 @@ class ModbusSink:
         self._service_healthy = bool(healthy)
 
     def close(self) -> None:
-        """Drop the strobe if it may be high (best effort, one request) and disconnect."""
+        """Drop the strobe if it may be high and raise the fault bit: no inspection runs
+        any more (best effort, two requests); then disconnect."""
         with self._lock:
             if self._connected:
                 try:
                     self._reset_strobe_if_needed()
+                    self._write_bits({self.config.map.fault: True})
                 except Exception as exc:
-                    logger.debug("modbus %s: resetting result_valid at close: %s", self.name, exc)
+                    logger.debug("modbus %s: signalling the stop: %s", self.name, exc)
             self._disconnect()
+
+    def _fault_now(self) -> bool:
+        return (
+            not self._service_healthy
+            or self._loss_to_signal
+            or time.monotonic() < self._fault_until
+        )
+
+    def _fault_signalled(self, fault: bool) -> None:
+        """The PLC holds `fault` now; a loss it has just learnt of holds for fault_hold_s."""
+        self._fault_written = fault
+        if fault and self._loss_to_signal:
+            self._loss_to_signal = False
+            self._fault_until = time.monotonic() + self.config.fault_hold_s
+
+    def _write_lost_count(self) -> None:
+        address = self.config.map.lost_count
+        if address is not None and self._lost_count_written != self.lost_results:
+            self._write_words(address, [self.lost_results & 0xFFFF])
+            self._lost_count_written = self.lost_results
 
     # -- Modbus requests -----------------------------------------------------------------
     def _ensure_connected(self) -> None:
@@ -217,10 +308,12 @@ class ModbusSink:
         if self._strobe_maybe_high:
             self._write_bits({self.config.map.result_valid: False})
             self._strobe_maybe_high = False
+            self._low_since = time.monotonic()
 
     def _disconnect(self) -> None:
         self._connected = False
         self._fault_written = None
+        self._lost_count_written = None
         try:
             self._client.close()
         except Exception as exc:  # closing a dead socket may complain; nothing to do

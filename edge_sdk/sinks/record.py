@@ -42,7 +42,7 @@ def wall_time_ns(inspection: Inspection) -> int:
 
 
 def result_record(inspection: Inspection) -> dict[str, Any]:
-    """One result as a JSON-ready dict: timestamp, camera, frame_id, part_id, verdict,
+    """One result as a JSON-ready dict: timestamp, run_id, camera, frame_id, part_id, verdict,
     score and threshold (None when not finite: JSON has no NaN), latency (ms per stage)
     and error."""
     result, frame = inspection.result, inspection.frame
@@ -50,6 +50,7 @@ def result_record(inspection: Inspection) -> dict[str, Any]:
     latency = result.latency
     return {
         "timestamp": iso_utc(wall_time_ns(inspection)),
+        "run_id": inspection.run_id or None,
         "camera": frame.camera_id,
         "frame_id": result.frame_id,
         "part_id": result.part_id if result.part_id is not None else frame.part_id,

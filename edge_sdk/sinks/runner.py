@@ -2,10 +2,16 @@
 
 The pipeline calls `submit()` for every result; it never blocks (a short lock, an
 append). The runner's thread delivers in order, retrying failures with exponential
-backoff until the item's `retry_deadline_s`, then drops it. When the queue is full an OK
-is dropped before a reject (NOK or ERROR); a dropped reject is an alarm (logged at ERROR,
-counted apart). Every drop is counted, so `delivered + dropped + queued + in flight`
-always equals what was submitted.
+backoff until the item's `retry_deadline_s`, then drops it. With `max_age_s` a result
+older than that, counted from the frame's acquisition, is never delivered: it is dropped
+and counted as expired (a PLC acting on a stale verdict would act on the wrong part).
+When the queue is full an OK is dropped before a reject (NOK or ERROR); a dropped reject
+is an alarm (logged at ERROR, counted apart). Every drop is counted, so
+`delivered + dropped + queued + in flight` always equals what was submitted.
+
+A sink may have `results_lost(count, why)`: the runner calls it from the delivery thread
+after results were dropped, before the next delivery or tick and before closing, so a
+signalling sink raises its fault signal for parts it could not signal.
 
 A sink may also have `tick()` and `tick_interval_s`: the runner calls `tick()` from the
 same thread between deliveries (the Modbus heartbeat, the MQTT health message), so a
@@ -59,6 +65,7 @@ class SinkHealth:
     last_success_at: float | None
     latency_p50_ms: float | None  # submit -> sink returned, over the last deliveries
     latency_p99_ms: float | None
+    expired: int = 0  # of `dropped`: older than max_age_s before they could be delivered
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -70,6 +77,7 @@ class _Item:
     seq: int
     inspection: Inspection
     submitted: float  # monotonic
+    born: float  # monotonic: the frame's acquisition, or the submit when it is not known
     settled: bool = False
 
     @property
@@ -127,6 +135,9 @@ class SinkRunner:
         self._failed = 0
         self._dropped = 0
         self._dropped_rejects = 0
+        self._expired = 0
+        self._lost_unreported = 0  # drops not yet told to the sink (results_lost)
+        self._lost_why: str | None = None
         self._tick_failures = 0
         self._consecutive_failures = 0
         self._last_error: str | None = None
@@ -149,7 +160,10 @@ class SinkRunner:
     def submit(self, inspection: Inspection) -> None:
         """Queue one inspection for the sink. Never blocks; never raises for the sink's
         sake (a full queue drops an OK first, a closed runner drops and counts)."""
-        item = _Item(0, inspection, time.monotonic())
+        now, now_ns = time.monotonic(), time.monotonic_ns()
+        acquired = inspection.acquired_ns
+        born = now - (now_ns - acquired) / 1e9 if 0 < acquired <= now_ns else now
+        item = _Item(0, inspection, now, born)
         with self._cond:
             self._seq += 1
             item.seq = self._seq
@@ -214,6 +228,7 @@ class SinkRunner:
                 last_success_at=self._last_success_at,
                 latency_p50_ms=_percentile(latencies, 0.50),
                 latency_p99_ms=_percentile(latencies, 0.99),
+                expired=self._expired,
             )
 
     def close(self, *, timeout_s: float = 5.0) -> None:
@@ -267,10 +282,12 @@ class SinkRunner:
             with self._cond:
                 self._drop_queued("the runner stopped before delivering it")
             self._flush_logs()
+            self._report_lost()
             self._close_sink()
 
     def _next_item(self) -> _Item | None:
         while True:
+            self._report_lost()
             self._maybe_tick()
             with self._cond:
                 if self._stop.is_set():
@@ -278,6 +295,9 @@ class SinkRunner:
                 if self._closing and time.monotonic() >= self._drain_until:
                     return None
                 item = self._pop()
+                if item is not None and self._too_old(item):
+                    self._drop(item, self._age_why(item), expired=True)
+                    continue
                 if item is not None:
                     self._inflight = item
                     return item
@@ -309,6 +329,10 @@ class SinkRunner:
                     give_up_at = first_attempt + self._cfg.retry_deadline_s
                     if self._closing:
                         give_up_at = min(give_up_at, self._drain_until)
+                too_old_at = self._expires_at(item)
+                if time.monotonic() + delay > too_old_at and too_old_at <= give_up_at:
+                    self._settle_drop(item, self._age_why(item, attempt + 1), expired=True)
+                    return
                 if time.monotonic() + delay > give_up_at:
                     self._settle_drop(item, f"still failing after {attempt + 1} attempts")
                     return
@@ -327,6 +351,37 @@ class SinkRunner:
                 self._last_success_at = time.time()
                 self._latencies.append((time.monotonic() - item.submitted) * 1e3)
             return
+
+    def _expires_at(self, item: _Item) -> float:
+        max_age = self._cfg.max_age_s
+        return float("inf") if max_age is None else item.born + max_age
+
+    def _too_old(self, item: _Item) -> bool:
+        return time.monotonic() >= self._expires_at(item)
+
+    def _age_why(self, item: _Item, attempts: int = 0) -> str:
+        age = time.monotonic() - item.born
+        tried = f" after {attempts} failed attempts" if attempts else ""
+        return f"expired{tried}: {age:.2f} s since acquisition, max_age_s {self._cfg.max_age_s}"
+
+    def _report_lost(self) -> None:
+        """Tell the sink (from its own thread) that results were dropped, if it cares."""
+        report = getattr(self.sink, "results_lost", None)
+        with self._cond:
+            count, why = self._lost_unreported, self._lost_why
+            self._lost_unreported, self._lost_why = 0, None
+        if not count or not callable(report):
+            return
+        try:
+            report(count, why or "dropped")
+        except Exception as exc:
+            self._throttle.log(
+                logging.WARNING,
+                "lost",
+                "sink %s: signalling lost results failed: %s",
+                self.name,
+                exc,
+            )
 
     def _maybe_tick(self) -> None:
         if self._tick_interval_s is None or time.monotonic() < self._next_tick:
@@ -356,18 +411,21 @@ class SinkRunner:
             exc,
         )
 
-    def _settle_drop(self, item: _Item, why: str) -> None:
+    def _settle_drop(self, item: _Item, why: str, *, expired: bool = False) -> None:
         with self._cond:
             self._inflight = None
-            self._drop(item, why)
+            self._drop(item, why, expired=expired)
         self._flush_logs()
 
-    def _drop(self, item: _Item, why: str) -> None:
+    def _drop(self, item: _Item, why: str, *, expired: bool = False) -> None:
         """Count one item as dropped (once). Caller holds _cond."""
         if item.settled:
             return
         item.settled = True
         self._dropped += 1
+        self._expired += int(expired)
+        self._lost_unreported += 1
+        self._lost_why = why
         self._last_drop_at = time.monotonic()
         result = item.inspection.result
         args = (self.name, result.verdict.value, result.frame_id, why)
