@@ -4,7 +4,8 @@
 /status       the pipeline's snapshot as JSON
 /overlay.jpg  the latest inspected frame with its heatmap (rendered on request, so
               the inspection path never pays for it)
-/healthz      200 while frames or ticks flow, 503 otherwise
+/healthz      200 while frames or ticks flow and the camera is there, 503 (and why)
+              otherwise
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -78,6 +78,12 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:
         [({}, snapshot["source"].get("reconnects", 0))],
     )
     metric(
+        "source_connected",
+        "gauge",
+        "1 while the camera is connected, 0 while it is lost.",
+        [({}, int(snapshot.get("source_connected", True)))],
+    )
+    metric(
         "in_flight",
         "gauge",
         "Frames acquired and not yet given a result.",
@@ -139,14 +145,13 @@ class HealthServer:
         self._server.server_close()
 
     def healthy(self) -> bool:
-        return (
-            not self.pipeline.finished
-            and time.monotonic() - self.pipeline.last_progress < self.stale_after_s
-        )
+        return self.pipeline.health(stall_after_s=self.stale_after_s)[0]
 
     def status(self) -> dict[str, Any]:
         snap = self.pipeline.snapshot()
-        snap["healthy"] = self.healthy()
+        snap["healthy"], snap["unhealthy_reason"] = self.pipeline.health(
+            stall_after_s=self.stale_after_s
+        )
         if self.extra_status is not None:
             snap.update(self.extra_status())
         return snap
@@ -183,10 +188,9 @@ class HealthServer:
                         else:
                             self._send(200, "image/jpeg", jpeg)
                     elif path == "/healthz":
-                        ok = server.healthy()
-                        self._send(
-                            200 if ok else 503, "text/plain", b"ok\n" if ok else b"stalled\n"
-                        )
+                        ok, why = server.pipeline.health(stall_after_s=server.stale_after_s)
+                        body = b"ok\n" if ok else f"unhealthy: {why}\n".encode()
+                        self._send(200 if ok else 503, "text/plain", body)
                     else:
                         self._send(
                             404, "text/plain", b"try /metrics, /status, /overlay.jpg, /healthz\n"

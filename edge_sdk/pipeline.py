@@ -207,6 +207,18 @@ class Pipeline:
         """time.monotonic() of the last loop tick or result: the service's watchdog feed."""
         return self._last_progress
 
+    def health(self, *, stall_after_s: float) -> tuple[bool, str | None]:
+        """Whether inspection can vouch for the line now, and if not, why: stopped, the
+        camera lost (acquisition ticks do not count while it is), or nothing moved for
+        `stall_after_s`."""
+        if self.finished:
+            return False, "inspection has stopped"
+        if not self.source.connected:
+            return False, f"camera {self.source.camera_id!r} lost"
+        if time.monotonic() - self._last_progress >= stall_after_s:
+            return False, f"inspection stalled for {stall_after_s:g} s"
+        return True, None
+
     @property
     def latest(self) -> Inspection | None:
         return self._latest
@@ -396,6 +408,7 @@ class Pipeline:
             "source_errors": stats.source_errors,
             "latency_ms": latency,
             "source": self.source.stats.to_dict(),
+            "source_connected": self.source.connected,
             "source_error": self.source_error,
             "sinks": sinks,
             "provider": self.inspector.provider,

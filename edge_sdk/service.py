@@ -173,17 +173,28 @@ def _supervise(
     watchdog = notifier.watchdog_interval_s
     tick = min(1.0, watchdog / 3) if watchdog else 0.5
     next_summary = started + config.summary_every_s
+    was_healthy: bool | None = True
     while not stop.is_set() and not pipeline.finished:
         stop.wait(tick)
         now = time.monotonic()
         # Ping only while the pipeline moves: a hung camera or model must not be hidden.
+        # A lost camera still pings (the process is doing its job, reconnecting; a
+        # restart would not bring the camera back) but the line is told it is unhealthy.
         moving = now - pipeline.last_progress < (watchdog or config.stall_after_s)
         if watchdog and moving:
             notifier.watchdog()
+        healthy, why = pipeline.health(stall_after_s=watchdog or config.stall_after_s)
+        if healthy != was_healthy:
+            if healthy:
+                log.info("inspection healthy again: fault signals cleared")
+            else:
+                log.error("inspection unhealthy (%s): fault signals raised", why)
+            notifier.status(status_line(pipeline.snapshot()) + ("" if healthy else f"; {why}"))
+            was_healthy = healthy
         for sink in pipeline.sinks:  # the PLC heartbeat stops with us
             report = getattr(sink, "set_service_health", None)
             if report is not None:
-                report(moving, None if moving else {"reason": "inspection stalled"})
+                report(healthy, None if healthy else {"reason": why})
         if now >= next_summary:
             snapshot = pipeline.snapshot()
             notifier.status(status_line(snapshot))

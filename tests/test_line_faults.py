@@ -146,3 +146,112 @@ def test_submit_is_never_slowed_by_a_dead_sink(tiny: Inspector, tmp_path: Path) 
     assert len(fast.items) > 50  # about 100 frames/s reached the fast sink
     assert pipeline.snapshot()["verdicts"]["ERROR"] == 0
     assert hung.health().dropped > 0
+
+
+def test_a_lost_camera_raises_the_fault_on_every_signal(tmp_path: Path) -> None:
+    """A cable pull that lasts: the PLC's fault bit rises and its heartbeat stops, MQTT
+    health and /healthz say so, and all of it clears when frames flow again."""
+    pytest.importorskip("harvesters")
+    pytest.importorskip("paho.mqtt")
+    if simulator_path() is None:
+        pytest.skip("the genicam wheel's viky.cti simulator is not installed")
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from servers import ModbusPLC, free_port
+
+    from edge_sdk.config import LineConfig
+    from edge_sdk.service import run_line
+
+    plc, broker = ModbusPLC().start(), Mosquitto(tmp_path).start()
+    subscriber = Subscriber(broker.port, "line/#")
+    (tmp_path / "profile.yaml").write_text("pixel_format: Mono8\nwidth: 160\nheight: 120\n")
+    port = free_port()
+    config = LineConfig.model_validate(
+        {
+            "bundle": str(write_tiny_bundle(tmp_path / "tiny.bundle", brightness_graph())),
+            "device": "cpu",
+            "camera": "cam3",
+            "cameras": {"cam3": "serial:2"},
+            "profile": str(tmp_path / "profile.yaml"),
+            "health": {"port": port},
+            "sinks": [
+                {
+                    "type": "modbus",
+                    "host": "127.0.0.1",
+                    "port": plc.port,
+                    "heartbeat_interval_s": 0.1,
+                },
+                {
+                    "type": "mqtt",
+                    "host": "127.0.0.1",
+                    "port": broker.port,
+                    "topic_prefix": "line",
+                    "health_interval_s": 0.5,
+                },
+            ],
+        }
+    )
+    started: list[Pipeline] = []
+    stop = threading.Event()
+
+    def healthz() -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def health_says(healthy: bool) -> bool:
+        return any(m.get("healthy") is healthy for m in subscriber.on("/cam3/health")[-1:])
+
+    def on_started(pipeline: Pipeline) -> None:
+        started.append(pipeline)
+
+    line = threading.Thread(
+        target=run_line, args=(config,), kwargs={"stop": stop, "on_started": on_started}
+    )
+    line.start()
+    holder = other = None
+    try:
+        assert wait_until(lambda: started and started[0].snapshot()["results"] >= 5, timeout_s=20)
+        assert wait_until(lambda: healthz()[0] == 200 and health_says(True), timeout_s=5)
+        camera = started[0].source
+        # A second camera in the process keeps the Harvester from re-enumerating (which
+        # would free the device from the holder below): see test_sources_genicam.
+        from edge_sdk.sources.genicam import GenICamSource
+
+        other = GenICamSource("0")
+        other.open()
+        camera._acquirer.destroy()  # type: ignore[attr-defined]  # the cable pull
+        assert wait_until(lambda: not camera.connected, timeout_s=5)
+        holder = camera._harvester.create({"serial_number": "2"})  # type: ignore[attr-defined]
+        # The camera stays away: every signal says so, though acquisition keeps ticking.
+        assert wait_until(lambda: plc.coils.get(2) == 1, timeout_s=2)
+        beats = len(plc.writes_to("hr", 2))
+        assert wait_until(lambda: health_says(False), timeout_s=3), subscriber.on("health")
+        assert subscriber.on("/cam3/health")[-1]["reason"] == "camera 'cam3' lost"
+        code, body = healthz()
+        assert code == 503 and "camera 'cam3' lost" in body
+        time.sleep(0.5)
+        assert len(plc.writes_to("hr", 2)) == beats  # the PLC's watchdog trips too
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+        assert b"edge_ad_source_connected 0" in metrics
+        holder.destroy()  # the cable is back
+        holder = None
+        assert wait_until(lambda: camera.connected, timeout_s=15)
+        assert wait_until(lambda: plc.coils.get(2) == 0, timeout_s=5)
+        assert wait_until(lambda: healthz()[0] == 200 and health_says(True), timeout_s=5)
+        assert len(plc.writes_to("hr", 2)) > beats
+    finally:
+        if holder is not None:
+            holder.destroy()
+        if other is not None:
+            other.close()
+        stop.set()
+        line.join(20)
+        subscriber.close()
+        broker.stop()
+        plc.stop()
+    assert not line.is_alive()

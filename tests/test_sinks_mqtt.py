@@ -146,3 +146,27 @@ def test_broker_restart_reconnects_and_resumes(broker: Mosquitto, subscriber: Su
     received = {r["frame_id"] for r in subscriber.on("/cam0/result")}
     assert received <= set(range(15)) | set(range(100, 105))
     assert h.delivered >= 10
+
+
+def test_results_flow_again_soon_after_a_long_broker_outage(
+    broker: Mosquitto, subscriber: Subscriber
+) -> None:
+    # The default reconnect backoff, after an outage long enough to climb it.
+    cfg = config(
+        broker,
+        reconnect_min_s=0.5,
+        reconnect_max_s=MqttSinkConfig.model_fields["reconnect_max_s"].default,
+    )
+    runner = SinkRunner(build_sink(cfg, camera="cam0"), delivery=cfg.delivery)
+    runner.submit(inspection(1, Verdict.OK))
+    assert wait_until(lambda: runner.health().delivered == 1, timeout_s=5)
+    broker.stop()
+    time.sleep(8)
+    broker.start()
+    back = time.monotonic()
+    runner.submit(inspection(2, Verdict.NOK))
+    assert subscriber.wait_for(
+        lambda m: 2 in {r["frame_id"] for r in subscriber.on("/cam0/result")}, timeout_s=10
+    )
+    assert time.monotonic() - back < 3.0  # paho's backoff capped near 2 s, not 30
+    runner.close(timeout_s=2)

@@ -153,6 +153,7 @@ class SinkRunner:
             float(interval) if callable(getattr(sink, "tick", None)) and interval else None
         )
         self._next_tick = time.monotonic()
+        self._service_healthy = True
         self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
         self._thread.start()
 
@@ -189,8 +190,14 @@ class SinkRunner:
         """Pass the service's health to the sink, if it reports it to the line (the Modbus
         heartbeat and fault bit, the MQTT health topic); other sinks ignore it."""
         forward = getattr(self.sink, "set_service_health", None)
-        if callable(forward):
-            forward(healthy, detail)
+        if not callable(forward):
+            return
+        forward(healthy, detail)
+        with self._cond:
+            if healthy != self._service_healthy:  # tell the line now, not at the next tick
+                self._service_healthy = healthy
+                self._next_tick = time.monotonic()
+                self._cond.notify()
 
     def health(self) -> SinkHealth:
         """A consistent snapshot of counters and the state (ok, degraded, down)."""

@@ -92,6 +92,12 @@ class FrameSource(ABC):
         self._stop.set()
 
     @property
+    def connected(self) -> bool:
+        """False while no frames can come: closed, or (a camera) lost and reconnecting.
+        A lost camera must not look like a line without parts."""
+        return self._is_open
+
+    @property
     def stopping(self) -> bool:
         """True once `stop()` or `close()` was called."""
         return self._stop.is_set()

@@ -147,6 +147,11 @@ class GenICamSource(FrameSource):
         return "host" if self._host_clock else "camera"
 
     @property
+    def connected(self) -> bool:
+        """False from the moment the device is found gone until it is reconnected."""
+        return self._is_open and self._acquirer is not None
+
+    @property
     def node_map(self) -> Any:
         """The camera's GenICam node map (for reading features; prefer profiles to set)."""
         if self._acquirer is None:
