@@ -37,6 +37,10 @@ MAX_MEMBER_BYTES = 1 << 30  # one graph; EfficientAD-M in float32 is about 90 MB
 MAX_TOTAL_BYTES = 4 << 30
 MAX_MEMBERS = 256
 MAX_MANIFEST_BYTES = 1 << 20
+# Graphs are stored uncompressed and weights do not deflate much: a member that claims to
+# inflate more than this is a zip bomb, refused before a byte of it is inflated.
+MAX_COMPRESSION_RATIO = 100
+_READ_CHUNK = 1 << 20
 
 
 def sha256_hex(data: bytes) -> str:
@@ -114,6 +118,23 @@ class _Members:
                 raise BundleError(f"{path}: member {name!r} has an unsafe path")
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise BundleError(f"{path}: member {name!r} is a symbolic link")
+            if info.file_size > MAX_MEMBER_BYTES:
+                raise BundleError(
+                    f"{path}: member {name!r} is larger than {MAX_MEMBER_BYTES} bytes "
+                    f"(it declares {info.file_size})"
+                )
+            ratio = info.file_size / max(info.compress_size, 1)
+            if info.file_size > _READ_CHUNK and ratio > MAX_COMPRESSION_RATIO:
+                raise BundleError(
+                    f"{path}: member {name!r} inflates {ratio:.0f}-fold ({info.compress_size} "
+                    f"to {info.file_size} bytes), more than the {MAX_COMPRESSION_RATIO} a "
+                    "bundle can have: refused as a zip bomb"
+                )
+        declared = sum(i.file_size for i in infos)
+        if declared > MAX_TOTAL_BYTES:
+            raise BundleError(
+                f"{path}: members declare {declared} bytes in all, more than {MAX_TOTAL_BYTES}"
+            )
 
     def names(self) -> list[str]:
         if self._zip is not None:
@@ -137,15 +158,23 @@ class _Members:
             handle = self._zip.open(name)
         except KeyError:
             raise BundleError(f"{self.path}: missing member {name!r}") from None
-        # Read past the cap by one byte rather than trusting the header's declared size.
+        if self._zip.getinfo(name).file_size > limit:  # declared: checked before inflating
+            handle.close()
+            raise BundleError(f"{self.path}: member {name!r} is larger than {limit} bytes")
+        # Streamed in chunks, never past the cap (zipfile stops at the declared size and
+        # checks the CRC, so a header that lies about the size is caught as corrupt).
+        data = bytearray()
         try:
             with handle:
-                data = handle.read(limit + 1)
+                while chunk := handle.read(_READ_CHUNK):
+                    data += chunk
+                    if len(data) > limit:
+                        raise BundleError(
+                            f"{self.path}: member {name!r} is larger than {limit} bytes"
+                        )
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
             raise BundleError(f"{self.path}: member {name!r} is corrupt: {exc}") from exc
-        if len(data) > limit:
-            raise BundleError(f"{self.path}: member {name!r} is larger than {limit} bytes")
-        return data
+        return bytes(data)
 
     def _read_dir(self, name: str, limit: int) -> bytes:
         member = self.path / name

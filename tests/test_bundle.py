@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -208,6 +210,50 @@ def test_member_over_the_size_cap(s_bundle: Path, monkeypatch: pytest.MonkeyPatc
     # The default argument was bound at definition: the cap must be read at call time.
     with pytest.raises(BundleError, match="larger than 1000 bytes"):
         Bundle.open(s_bundle).graph()
+
+
+_OPEN_AND_MEASURE = """
+import sys
+from edge_sdk.bundle import Bundle
+from edge_sdk.errors import BundleError
+try:
+    Bundle.open(sys.argv[1]).graph()
+    print("opened")
+except BundleError as exc:
+    print(exc)
+# The peak of this process's own memory (ru_maxrss would include the forking parent's).
+peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(int(peak.split()[1]) // 1024)  # MiB
+"""
+
+
+def test_a_zip_bomb_is_refused_before_it_is_inflated(tmp_path: Path, s_bundle: Path) -> None:
+    bomb = tmp_path / "bomb.bundle"
+    with zipfile.ZipFile(s_bundle) as src, zipfile.ZipFile(bomb, "w") as dst:
+        dst.writestr("bundle.yaml", src.read("bundle.yaml"))
+        info = zipfile.ZipInfo("model.onnx")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with dst.open(info, "w") as member:  # 1.1 GB of zeros in about 1 MB
+            zeros = bytes(1 << 20)
+            for _ in range(1100):
+                member.write(zeros)
+    assert bomb.stat().st_size < 2 << 20
+    done = subprocess.run(
+        [sys.executable, "-c", _OPEN_AND_MEASURE, str(bomb)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    message, peak_mib = done.stdout.strip().rsplit("\n", 1)
+    assert "larger than" in message and "model.onnx" in message
+    assert int(peak_mib) < 400  # nothing near 1.1 GB was inflated
+    # Within the size cap, a member that inflates a thousandfold is refused too.
+    small = tmp_path / "small-bomb.bundle"
+    with zipfile.ZipFile(s_bundle) as src, zipfile.ZipFile(small, "w") as dst:
+        dst.writestr("bundle.yaml", src.read("bundle.yaml"))
+        dst.writestr("model.onnx", bytes(50 << 20), zipfile.ZIP_DEFLATED)
+    _expect(small, BundleError, "zip bomb")
 
 
 def test_too_many_members(rebundle, monkeypatch: pytest.MonkeyPatch) -> None:
