@@ -524,6 +524,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # a file, disk or socket the command needed: say which
+        print(f"edge-ad: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception:
+        # A bug: the traceback is for the report, and the exit code must not read as a
+        # verdict (1 is NOK).
+        log.exception("edge-ad: unexpected error")
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

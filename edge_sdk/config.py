@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 ENV_PREFIX = "EDGE_AD_"
 
 
+_SINK_PATH_KEYS = ("path", "directory", "root", "tls_ca_file")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -122,10 +125,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
             section[field_name] = _absolute(section[field_name], base)
             out[key] = section
     if isinstance(out.get("sinks"), list):
-        # File-writing sinks name paths too ("path", "directory").
+        # Sinks name files too: the JSON lines path, the archive root, a CA file.
         out["sinks"] = [
             {
-                k: (_absolute(v, base) if k in ("path", "directory") and v != "-" else v)
+                k: (_absolute(v, base) if k in _SINK_PATH_KEYS and v != "-" else v)
                 for k, v in sink.items()
             }
             if isinstance(sink, dict)

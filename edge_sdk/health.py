@@ -17,6 +17,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from edge_sdk.errors import ConfigError
 from edge_sdk.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,13 @@ class HealthServer:
         self._overlay_cache: tuple[int, bytes] | None = None
         self._overlay_lock = threading.Lock()
         handler = self._handler()
-        self._server = ThreadingHTTPServer((host, port), handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise ConfigError(
+                f"health endpoint: cannot listen on {host}:{port}: {exc.strerror or exc} "
+                "(another edge-ad on this port? set health.port, or health.enabled: false)"
+            ) from None
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="edge-ad-health", daemon=True

@@ -183,3 +183,35 @@ def test_camera_line_sink_needs_a_camera(tmp_path: Path) -> None:
     )
     assert proc.returncode == 4
     assert "camera_line sink needs the line's GenICam camera" in proc.stderr
+
+
+@pytest.mark.parametrize("trouble", ["busy health port", "archive root under a file"])
+def test_a_resource_the_line_needs_fails_the_start_clearly(tmp_path: Path, trouble: str) -> None:
+    import socket
+
+    write_tiny_bundle(tmp_path / "t.bundle", brightness_graph())
+    parts(tmp_path / "in", 2)
+    (tmp_path / "file").write_text("not a folder")
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    health, sinks = "{port: 0}", "[{type: jsonl, path: results.jsonl}]"
+    if trouble == "busy health port":
+        health = f"{{port: {busy.getsockname()[1]}}}"
+    else:
+        sinks = "[{type: archive, root: file/archive}]"
+    line = tmp_path / "line.yaml"
+    line.write_text(
+        f"source: folder\nfolder: {{path: in}}\nbundle: t.bundle\ndevice: cpu\n"
+        f"health: {health}\nsinks: {sinks}\n"
+    )
+    try:
+        proc = subprocess.run(
+            [*CLI, "run", "--config", str(line)], capture_output=True, text=True, timeout=120
+        )
+    finally:
+        busy.close()
+    assert proc.returncode == 4, proc.stderr  # a failed start, never 1 (that reads as NOK)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    expected = "cannot listen on 127.0.0.1" if "port" in trouble else "cannot create archive root"
+    assert expected in proc.stderr, proc.stderr

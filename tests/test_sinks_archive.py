@@ -93,6 +93,60 @@ def test_free_space_floor_stops_writing_and_degrades_health(tmp_path: Path) -> N
     assert h.failed_attempts == 2  # not retried: waiting for space is not the runner's job
     assert h.dropped_rejects == 2 and h.state == "degraded"
     assert sink.stats()["skipped_low_space"] == 2
-    assert "below the floor" in (sink.degraded_reason() or "")
+    assert "less than the floor of" in (sink.degraded_reason() or "")
     assert list(root.iterdir()) == []
     runner.close(timeout_s=1)
+
+
+_FULL_DISK = """
+import resource, signal, sys, time
+sys.path.insert(0, sys.argv[2])
+from servers import inspection
+from edge_sdk.records import Verdict
+from edge_sdk.sinks import ArchiveSinkConfig, DeliveryConfig, SinkRunner, build_sink
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail (EFBIG)
+config = ArchiveSinkConfig.model_validate(
+    {"type": "archive", "root": sys.argv[1], "min_free_bytes": 0}
+)
+runner = SinkRunner(build_sink(config), delivery=DeliveryConfig(retry_deadline_s=10))
+hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+resource.setrlimit(resource.RLIMIT_FSIZE, (2000, hard))  # no image fits on this "disk"
+start = time.monotonic()
+for i in range(5):
+    runner.submit(inspection(i, Verdict.NOK, size=(120, 160)))
+while runner.health().dropped < 5 and time.monotonic() - start < 30:
+    time.sleep(0.01)
+h = runner.health()
+took = round(time.monotonic() - start, 2)
+print(h.dropped, h.failed_attempts, took, runner.sink.degraded_reason())
+runner.close(timeout_s=1)
+"""
+
+
+def test_a_full_disk_drops_entries_at_once_instead_of_retrying(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = tmp_path / "archive"
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, str(root), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    dropped, attempts, seconds, reason = done.stdout.strip().split(" ", 3)
+    assert (dropped, attempts) == ("5", "5"), done.stdout  # one attempt each, no retries
+    assert float(seconds) < 2.0 and "is full" in reason
+    assert not list(root.glob("*.json")) and not list(root.glob("*.png"))  # no half entries
+
+
+def test_an_unusable_archive_root_is_a_config_error(tmp_path: Path) -> None:
+    import pytest
+
+    from edge_sdk.errors import ConfigError
+
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ConfigError, match=r"cannot create archive root .*file/archive"):
+        archive(tmp_path / "file" / "archive")

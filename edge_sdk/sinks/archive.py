@@ -8,15 +8,18 @@ One entry is three files in `root`, sharing a stem that sorts by time::
                                                                 last: no sidecar, no entry
 
 Retention deletes whole entries, oldest first, past `max_entries` or `max_bytes`. Before
-each entry the free space on the archive's disk is checked: below `min_free_bytes` (plus
-the entry about to be written) nothing is written, the skip is counted, the runner drops
-the item without retrying (`PermanentSinkError`) and health reports "degraded" until
-space returns. The archive never fills the disk that the service, journald and the OS
-share.
+each entry the free space on the archive's disk is checked: below `min_free_bytes` plus
+the entry about to be written (the mean size of the entries written so far; before the
+first, a bound from the image size) nothing is written, the skip is counted, the runner
+drops the item without retrying (`PermanentSinkError`) and health reports "degraded"
+until space returns. A write that fails for want of space (ENOSPC, a quota, a file size
+limit) is dropped the same way: retrying it would only hold up the entries behind it.
+The archive never fills the disk that the service, journald and the OS share.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -26,6 +29,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_sdk.errors import ConfigError
 from edge_sdk.overlay import encode_jpeg, write_image
 from edge_sdk.records import Verdict
 from edge_sdk.sinks.base import Inspection
@@ -55,7 +59,15 @@ class ArchiveSink:
         self.name = name or config.name or "archive"
         self.config = config
         self.root = config.root
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            writable = os.access(self.root, os.W_OK | os.X_OK)
+        except OSError as exc:
+            raise ConfigError(
+                f"sink {self.name!r}: cannot create archive root {self.root}: {exc}"
+            ) from None
+        if not writable:
+            raise ConfigError(f"sink {self.name!r}: archive root {self.root} is not writable")
         self._lock = threading.Lock()  # health() reads from another thread
         self._entries: deque[_Entry] = deque()
         self._bytes = 0
@@ -64,6 +76,7 @@ class ArchiveSink:
         self.written = 0
         self.deleted = 0
         self._low_space: str | None = None
+        self._written_bytes = 0  # by this run: the mean entry size for the space check
         self._scan()
 
     # -- the sink protocol ---------------------------------------------------------------
@@ -76,8 +89,7 @@ class ArchiveSink:
                 return
         image = inspection.frame.image
         # Checked before rendering the overlay: no work for an entry that cannot be kept.
-        # A PNG is rarely larger than the raw image, nor the overlay JPEG than a BGR copy.
-        self._check_space(image.nbytes + image.shape[0] * image.shape[1] * 3 + 4096)
+        self._check_space(self._expected_entry_bytes(image.nbytes, image.shape))
         overlay_jpeg = encode_jpeg(inspection.overlay(), quality=self.config.jpeg_quality)
         stem = self._stem(inspection)
         try:
@@ -96,12 +108,18 @@ class ArchiveSink:
             os.replace(tmp, self.root / f"{stem}.json")
         except Exception as exc:
             self._remove(stem)
+            cause = exc if isinstance(exc, OSError) else exc.__cause__
+            if isinstance(cause, OSError) and cause.errno in _NO_SPACE:
+                self.skipped_low_space += 1
+                self._low_space = f"{self.root} is full ({cause.strerror})"
+                raise PermanentSinkError(f"archive {self.root}: writing {stem}: {exc}") from exc
             raise SinkError(f"archive {self.root}: writing {stem}: {exc}") from exc
         size = sum(_size(self.root / f"{stem}{s}") for s in _SUFFIXES)
         with self._lock:
             self._entries.append(_Entry(stem, size))
             self._bytes += size
             self.written += 1
+            self._written_bytes += size
         self._enforce_retention()
 
     def degraded_reason(self) -> str | None:
@@ -123,14 +141,22 @@ class ArchiveSink:
         """Nothing to release: every entry is complete when the call returns."""
 
     # -- internals -----------------------------------------------------------------------
+    def _expected_entry_bytes(self, nbytes: int, shape: tuple[int, ...]) -> int:
+        with self._lock:
+            if self.written:
+                return 2 * self._written_bytes // self.written  # twice the mean: a margin
+        # A PNG is rarely larger than the raw image, nor the overlay JPEG than a BGR copy.
+        return nbytes + shape[0] * shape[1] * 3 + 4096
+
     def _check_space(self, expected_bytes: int) -> None:
         free = shutil.disk_usage(self.root).free
         floor = int(self.config.min_free_bytes)
         if free - expected_bytes < floor:
             self.skipped_low_space += 1
             self._low_space = (
-                f"free space on {self.root} is {free / 2**20:.0f} MiB, below the floor "
-                f"of {floor / 2**20:.0f} MiB; {self.skipped_low_space} entries not written"
+                f"free space on {self.root} is {_human(free)}, less than the floor of "
+                f"{_human(floor)} plus the next entry ({_human(expected_bytes)}); "
+                f"{self.skipped_low_space} entries not written"
             )
             raise PermanentSinkError(f"archive not written: {self._low_space}")
         self._low_space = None
@@ -188,6 +214,22 @@ class ArchiveSink:
                 self._bytes / 2**20,
             )
         self._enforce_retention()
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _human(n: int) -> str:
+    """
+    >>> _human(512), _human(3 * 2**20), _human(5 * 2**30)
+    ('512 B', '3.0 MiB', '5.0 GiB')
+    """
+    if n < 2**10:
+        return f"{n} B"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
 
 
 def _size(path: Path) -> int:
