@@ -41,9 +41,6 @@ log = logging.getLogger(__name__)
 ENV_PREFIX = "EDGE_AD_"
 
 
-_SINK_PATH_KEYS = ("path", "directory", "root", "tls_ca_file")
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -99,7 +96,7 @@ class LineConfig(_Strict):
 
 
 _PATH_KEYS = ("bundle", "profile", "trt_cache_dir")
-_SINK_PATH_KEYS = ("path", "root", "tls_ca_file")
+_SINK_PATH_KEYS = ("path", "directory", "root", "tls_ca_file")
 
 
 def _absolute(value: Any, base: Path) -> Any:
