@@ -6,6 +6,11 @@ How it stays up:
 - Every fetch waits at most `fetch_poll_s` and then checks the stop flag, so neither
   `stop()` nor `close()` waits on a fetch that will never return (Harvesters' `fetch()`
   without a timeout blocks forever, and `stop()` from another thread does not free it).
+- The wait for a frame happens in Python, not in the producer: GenTL's native wait holds
+  the GIL (Harvesters' binding does not release it), so a 10 ms native wait made every
+  other thread, the PLC and MQTT sinks among them, wake up to 10 ms late. Each check of
+  the producer returns at once (`_NATIVE_WAIT_MS` = 0) and the loop sleeps
+  `_FETCH_NAP_S` between checks, with the GIL released (`benchmarks/gil_wakeup.py`).
 - Any error from the device other than a timeout counts as a disconnect: the acquirer is
   destroyed and re-created with exponential backoff, the profile re-applied, the event
   counted and logged. Backoff is not optional: each create/destroy cycle leaks native
@@ -58,6 +63,9 @@ __all__ = ["GenICamSource", "ReconnectPolicy"]
 logger = logging.getLogger(__name__)
 
 _STREAM_MODES = {"newest_only": "NewestOnly", "oldest_first": "OldestFirst"}
+_NATIVE_WAIT_MS = 0  # a native wait holds the GIL: never wait inside the producer
+_NATIVE_CHECK_S = 1e-6  # one check of the producer's queue per try_fetch
+_FETCH_NAP_S = 0.001  # between checks, with the GIL free: at most 1 ms of added latency
 
 
 @dataclass(frozen=True)
@@ -219,8 +227,7 @@ class GenICamSource(FrameSource):
         acquirer = self._harvester.create(key)
         self._acquirer = acquirer
         try:
-            # 10 ms native waits: `fetch_poll_s` granularity without a 1 kHz Python loop.
-            acquirer.timeout_period_on_update_event_data_call = 10
+            acquirer.timeout_period_on_update_event_data_call = _NATIVE_WAIT_MS
             apply_profile(acquirer.remote_device.node_map, self._profile, camera=self.camera_id)
             if self._profile.num_buffers is not None:
                 acquirer.num_buffers = max(self._profile.num_buffers, acquirer.min_num_buffers)
@@ -278,16 +285,18 @@ class GenICamSource(FrameSource):
                 if self._acquirer is None or self._stop.is_set():
                     continue
                 try:
-                    buffer = self._acquirer.try_fetch(timeout=min(self.poll_s, remaining))
-                    if buffer is None:
-                        continue
-                    if self._emulate_newest:
-                        buffer = self._newest(buffer)
-                    return self._take(buffer)
+                    buffer = self._acquirer.try_fetch(timeout=_NATIVE_CHECK_S)
+                    if buffer is not None:
+                        if self._emulate_newest:
+                            buffer = self._newest(buffer)
+                        return self._take(buffer)
                 except SourceError:
                     raise  # e.g. a pixel format the decoder does not know: not a disconnect
                 except Exception as exc:  # the device is gone (or its producer failed)
                     self._lost(exc)
+                    continue
+            # Nothing yet: sleep outside the lock (close() may want it) and the GIL.
+            self._stop.wait(min(_FETCH_NAP_S, max(0.0, deadline - time.monotonic())))
 
     def _take(self, buffer: Any) -> Frame:
         """Copy the frame out of the driver's buffer and give the buffer back."""
@@ -325,10 +334,9 @@ class GenICamSource(FrameSource):
         keep it going for ever. Waits are zero so an empty queue costs no latency.
         """
         acquirer = self._acquirer
-        acquirer.timeout_period_on_update_event_data_call = 0
         try:
             for _ in range(acquirer.num_buffers):
-                newer = acquirer.try_fetch(timeout=1e-6)
+                newer = acquirer.try_fetch(timeout=_NATIVE_CHECK_S)
                 if newer is None:
                     break
                 buffer.queue()
@@ -336,8 +344,6 @@ class GenICamSource(FrameSource):
         except BaseException:
             buffer.queue()
             raise
-        finally:
-            acquirer.timeout_period_on_update_event_data_call = 10
         return buffer
 
     def _timestamp(self, module: Any) -> int:
