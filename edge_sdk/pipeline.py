@@ -184,12 +184,23 @@ class Pipeline:
         limit = self.options.drain_timeout_s + self.options.read_timeout_s + 2.0
         for thread in self._threads:
             thread.join(timeout=limit)
-        for sink in self.sinks:
-            try:
-                sink.close(timeout_s=self.options.sink_close_timeout_s)
-            except Exception:
-                log.exception("closing sink %s failed", getattr(sink, "name", sink))
+        # All sinks drain at once, each within sink_close_timeout_s: a slow PLC must not
+        # eat the time the MQTT sink needs, nor the sum exceed the unit's stop timeout.
+        closers = [
+            threading.Thread(target=self._close_sink, args=(sink,), name="edge-ad-close")
+            for sink in self.sinks
+        ]
+        for closer in closers:
+            closer.start()
+        for closer in closers:
+            closer.join(self.options.sink_close_timeout_s + 1.0)
         self.source.close()
+
+    def _close_sink(self, sink: ResultSink) -> None:
+        try:
+            sink.close(timeout_s=self.options.sink_close_timeout_s)
+        except Exception:
+            log.exception("closing sink %s failed", getattr(sink, "name", sink))
 
     def __enter__(self) -> Pipeline:
         self.start()

@@ -94,6 +94,25 @@ def status_line(snapshot: dict[str, Any]) -> str:
     return f"{snapshot['frames']} frames: {v['OK']} OK, {v['NOK']} NOK, {v['ERROR']} ERROR{lat}"
 
 
+def sink_lines(snapshot: dict[str, Any]) -> list[str]:
+    """One line per sink: what it delivered and what it could not, and why it matters.
+
+    >>> sink_lines({"sinks": {"plc": {"delivered": 9, "dropped": 2, "expired": 2,
+    ...     "dropped_rejects": 1, "queue_depth": 0}}})
+    ['sink plc: 9 delivered, 2 not delivered (2 too old, 1 of them rejects)']
+    """
+    lines = []
+    for name, h in snapshot.get("sinks", {}).items():
+        line = f"sink {name}: {h['delivered']} delivered"
+        if h["dropped"]:
+            why = [f"{h['expired']} too old"] if h.get("expired") else []
+            if h["dropped_rejects"]:
+                why.append(f"{h['dropped_rejects']} of them rejects")
+            line += f", {h['dropped']} not delivered" + (f" ({', '.join(why)})" if why else "")
+        lines.append(line)
+    return lines
+
+
 def run_line(
     config: LineConfig,
     *,

@@ -151,3 +151,12 @@ def test_health_endpoint(tmp_path: Path) -> None:
             assert get(base + "/nope")[0] == 404
         finally:
             server.close()
+
+
+def test_module_doctests() -> None:
+    import doctest
+
+    from edge_sdk import pipeline, service
+
+    assert doctest.testmod(pipeline).failed == 0
+    assert doctest.testmod(service).failed == 0

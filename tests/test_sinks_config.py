@@ -190,7 +190,7 @@ def test_public_surface() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["callback", "config", "factory", "jsonl", "metrics", "modbus", "record", "runner"],
+    ["archive", "callback", "config", "factory", "jsonl", "metrics", "modbus", "record", "runner"],
 )
 def test_module_doctests(module: str) -> None:
     mod = __import__(f"edge_sdk.sinks.{module}", fromlist=["_"])
