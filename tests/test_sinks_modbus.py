@@ -178,7 +178,7 @@ def test_a_scanning_plc_latches_every_back_to_back_result(plc: ModbusPLC) -> Non
     highs = [b[0] - a[0] for a, b in zip(strobes[::2], strobes[1::2], strict=False)]
     lows = [b[0] - a[0] for a, b in zip(strobes[1::2], strobes[2::2], strict=False)]
     assert min(highs) >= 0.9 * cfg.pulse_s and min(lows) >= 0.9 * cfg.pulse_low_s
-    assert sink.max_results_per_s == pytest.approx(1 / 0.08)  # type: ignore[attr-defined]
+    assert sink.max_results_per_s == pytest.approx(1 / 0.05)  # type: ignore[attr-defined]
     runner.close(timeout_s=2)
 
 

@@ -170,10 +170,10 @@ class ModbusSinkConfig(_SinkBase):
     )
     timeout_s: float = Field(0.5, gt=0.0, le=10.0, description="one request's response wait")
     pulse_s: float = Field(
-        0.05, gt=0.0, description="result_valid high time without ack (>= 2 PLC scans)"
+        0.03, gt=0.0, description="result_valid high time without ack (>= 2 PLC scans)"
     )
     pulse_low_s: float = Field(
-        0.03,
+        0.02,
         gt=0.0,
         description="least time result_valid stays low between two results (>= 2 PLC scans)",
     )

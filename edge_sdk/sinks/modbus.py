@@ -32,11 +32,12 @@ The sequence for one result::
 
 The PLC should latch on the rising edge of result_valid and check part_id. A scanning
 PLC sees every edge when both `pulse_s` (high) and `pulse_low_s` (low) last at least
-two of its scans; the defaults, 50 ms and 30 ms, suit scans up to 15 ms. That caps the
-pulse handshake at 1 / (pulse_s + pulse_low_s + four round trips), about 12 results/s
-by default (`max_results_per_s`, logged at start). With an ack the PLC sets the pace.
-An ack that does not come is a failed delivery: the runner presents the same result
-again (same part_id), so the PLC sees it at least once.
+two of its scans; the defaults, 30 ms and 20 ms, suit scans up to 10 ms. That caps the
+pulse handshake at 1 / (pulse_s + pulse_low_s + two round trips), about 18 results/s
+by default on a LAN (`max_results_per_s`, logged at start, leaves the round trips out).
+Keep the part rate well below it: a backlog ages every verdict behind it. With an ack
+the PLC sets the pace. An ack that does not come is a failed delivery: the runner
+presents the same result again (same part_id), so the PLC sees it at least once.
 
 A result that cannot be signalled in time is not signalled late: the runner's
 `max_age_s` (2 s from acquisition by default) expires it, and the sink raises the fault
@@ -132,6 +133,7 @@ class ModbusSink:
         self._loss_to_signal = False  # a loss the PLC has not been told of yet
         self.lost_results = 0  # results the runner could not deliver, told by results_lost
         self._lost_count_written: int | None = None
+        self._unlogged_losses, self._next_loss_log = 0, 0.0
         self._fault_written: bool | None = None
         self._low_since = 0.0  # monotonic: when result_valid was last written 0
         # Unknown after (re)connecting or a failed cycle: reset before the next result, so
@@ -231,12 +233,18 @@ class ModbusSink:
         bit now and hold it `fault_hold_s`, so the PLC knows parts went unjudged."""
         self.lost_results += count
         self._loss_to_signal = True
-        logger.error(
-            "modbus %s: %d result(s) not signalled (%s); raising the fault bit",
-            self.name,
-            count,
-            why,
-        )
+        self._unlogged_losses += count
+        if time.monotonic() >= self._next_loss_log:  # an outage loses many: one line a second
+            logger.error(
+                "modbus %s: %d result(s) not signalled (last: %s); %d since start; fault bit "
+                "raised",
+                self.name,
+                self._unlogged_losses,
+                why,
+                self.lost_results,
+            )
+            self._unlogged_losses = 0
+            self._next_loss_log = time.monotonic() + 1.0
         with self._lock:
             self._ensure_connected()
             try:
