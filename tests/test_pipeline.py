@@ -164,3 +164,35 @@ def test_stop_mid_burst_fails_safe_and_never_hangs(s_bundle: Path, tmp_path: Pat
     assert snap["shutdown_failsafe"] > 0  # queued frames that could not be finished
     failsafe = [i for i in sink.items if "shutting down" in (i.result.error or "")]
     assert all(i.result.verdict is Verdict.ERROR for i in failsafe)
+
+
+def test_sinks_drain_at_once_at_stop_and_count_what_is_left(
+    tiny: Inspector, tmp_path: Path
+) -> None:
+    from edge_sdk.sinks import SinkRunner
+
+    class Slow:
+        def __init__(self, name: str) -> None:
+            self.name, self.seen = name, 0
+
+        def __call__(self, inspection: Inspection) -> None:
+            time.sleep(0.25)
+            self.seen += 1
+
+        def close(self) -> None:
+            pass
+
+    slow = [Slow("plc"), Slow("mes")]
+    runners = [SinkRunner(s) for s in slow]  # type: ignore[arg-type]
+    options = PipelineOptions(sink_close_timeout_s=2.0)
+    pipeline = Pipeline(FolderSource(parts(tmp_path / "in", 20)), tiny, runners, options)
+    pipeline.start()
+    assert pipeline.wait(timeout_s=30)
+    t0 = time.monotonic()
+    pipeline.close()
+    took = time.monotonic() - t0
+    # Both drained for 0.75 x 2 s side by side; one after the other took twice as long.
+    assert took < 3.0, took
+    for runner, sink in zip(runners, slow, strict=True):
+        h = runner.health()
+        assert h.delivered == sink.seen >= 5 and h.delivered + h.dropped == 20, h
