@@ -10,6 +10,7 @@ A failure inside inspection never raises: the frame gets verdict ERROR with the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -22,7 +23,7 @@ import numpy as np
 from edge_sdk.bundle import Bundle
 from edge_sdk.engine import Device, Engine, EngineOptions
 from edge_sdk.manifest import Manifest
-from edge_sdk.preprocess import Scratch, check_image, to_model_input
+from edge_sdk.preprocess import ImageError, Scratch, check_image, to_model_input
 from edge_sdk.records import Frame, Latency, Result, Verdict
 from edge_sdk.scoring import MapScorer, upsample
 
@@ -285,24 +286,42 @@ class Inspector:
         )
 
     def full_map(self, result: Result) -> np.ndarray:
-        """The anomaly map at the inspected image's own size (float32, HxW)."""
+        """The anomaly map at the inspected image's own size (float32, HxW).
+
+        An ERROR without a map has no value anywhere: NaN at the image's size, or a
+        0x0 map when there was no image."""
         if result.anomaly_map is None or len(result.image_shape) < 2:
-            raise ValueError(f"frame {result.frame_id} has no anomaly map ({result.error})")
+            h, w = result.image_shape[:2] if len(result.image_shape) >= 2 else (0, 0)
+            return np.full((h, w), np.nan, np.float32)
         return upsample(result.anomaly_map, result.image_shape[0], result.image_shape[1])
 
     def defect_mask(self, result: Result) -> np.ndarray:
-        """Pixels above the bundle's pixel threshold, at the image's size (bool, HxW)."""
+        """Pixels above the bundle's pixel threshold, at the image's size (bool, HxW).
+
+        Fail safe for an ERROR without a map: every pixel is marked (nothing of the
+        part can be vouched for), or a 0x0 mask when there was no image."""
         full = self.full_map(result)
+        if result.anomaly_map is None:
+            return np.ones(full.shape, bool)
         # NaN compares False; a non-finite map is already an ERROR verdict.
         return np.asarray(full > self.pixel_threshold)
 
-    def overlay(self, image: np.ndarray, result: Result) -> np.ndarray:
-        """The operator's picture: heatmap anchored to the threshold, contours, verdict."""
+    def overlay(self, image: np.ndarray | None, result: Result) -> np.ndarray:
+        """The operator's picture: heatmap anchored to the threshold, contours, verdict.
+        For an ERROR it is the image (or, if there was none, a grey card) with the
+        reason in a magenta banner."""
         from edge_sdk.overlay import render_error_overlay, render_overlay
 
-        check_image(image)
         if result.anomaly_map is None:
-            return render_error_overlay(image, result.error or "no anomaly map")
+            picture = np.full((240, 320), 96, np.uint8)  # no usable picture: the reason shows
+            if isinstance(image, np.ndarray):
+                with contextlib.suppress(ImageError):
+                    check_image(image)
+                    picture = image
+            return render_error_overlay(picture, result.error or "no anomaly map")
+        if image is None:
+            raise ImageError(f"frame {result.frame_id}: overlay needs the inspected image")
+        check_image(image)
         return render_overlay(
             image,
             self.full_map(result),
