@@ -141,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import threading
 
     from edge_sdk.config import load_config
-    from edge_sdk.service import run_line, sink_lines, status_line
+    from edge_sdk.service import run_line, run_warnings, sink_lines, status_line
 
     overrides: dict[str, Any] = {
         "camera": args.camera,
@@ -215,6 +215,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         for line in sink_lines(snap):
             print(f"edge-ad run: {line}", file=sys.stderr)
+        for line in run_warnings(snap):
+            print(f"edge-ad run: WARNING: {line}", file=sys.stderr)
     if args.demo:
         lat = snap["latency_ms"]
         print(

@@ -96,6 +96,11 @@ class LineConfig(_Strict):
 
 
 _PATH_KEYS = ("bundle", "profile", "trt_cache_dir")
+# What to do about a setting that is missing, for the settings a newcomer meets first.
+_HINTS = {
+    "bundle": ": pass --bundle B.bundle, or set `bundle:` in --config line.yaml "
+    "(EDGE_AD_BUNDLE in the environment); `edge-ad run --demo` needs none",
+}
 _SINK_PATH_KEYS = ("path", "directory", "root", "tls_ca_file")
 
 
@@ -206,7 +211,8 @@ def load_config(
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"])
             source = origin.get(str(err["loc"][0]), "defaults") if err["loc"] else "?"
-            lines.append(f"  {where} (from {source}): {err['msg']}")
+            hint = _HINTS.get(where, "") if err["type"] == "missing" else ""
+            lines.append(f"  {where} (from {source}): {err['msg']}{hint}")
         raise ConfigError("invalid line configuration:\n" + "\n".join(lines)) from None
     from edge_sdk.sinks.config import parse_sink_configs
 

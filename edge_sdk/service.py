@@ -113,6 +113,38 @@ def sink_lines(snapshot: dict[str, Any]) -> list[str]:
     return lines
 
 
+def run_warnings(snapshot: dict[str, Any]) -> list[str]:
+    """What a run's counts say that the operator must not miss.
+
+    >>> run_warnings({"frames": 50, "results": 20, "dropped_free_run": 30,
+    ...     "verdicts": {"OK": 0, "NOK": 0, "ERROR": 20}, "deadline_misses": 20})
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ['30 of 50 frames were not inspected: in free run a newer frame replaces one still
+      waiting (inspection is slower than the camera)',
+     'every verdict was ERROR (20, 20 of them deadline misses: inspection is slower than
+      deadline_ms; see `edge-ad bench`)']
+    """
+    out = []
+    skipped, frames = snapshot.get("dropped_free_run", 0), snapshot["frames"]
+    if skipped:
+        out.append(
+            f"{skipped} of {frames} frames were not inspected: in free run a newer frame "
+            "replaces one still waiting (inspection is slower than the camera)"
+        )
+    verdicts = snapshot["verdicts"]
+    errors = verdicts["ERROR"]
+    if errors and errors == sum(verdicts.values()):
+        late = snapshot.get("deadline_misses", 0)
+        why = (
+            f", {late} of them deadline misses: inspection is slower than deadline_ms; "
+            "see `edge-ad bench`"
+            if late
+            else ""
+        )
+        out.append(f"every verdict was ERROR ({errors}{why})")
+    return out
+
+
 def run_line(
     config: LineConfig,
     *,

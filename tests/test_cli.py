@@ -97,6 +97,14 @@ def test_inspect_corrupt_bundle_fails_with_the_reason(tmp_path: Path) -> None:
 
 def test_usage_error_exit_code() -> None:
     assert run("inspect").returncode == 2
+    # Options that do not go together are usage errors too, whatever finds them.
+    grab = run("cameras", "--grab", check_rc=2)
+    assert "need --camera SELECTOR" in grab.stderr
+
+
+def test_run_without_a_bundle_says_what_to_pass() -> None:
+    proc = run("run", check_rc=4)
+    assert "pass --bundle B.bundle" in proc.stderr and "edge-ad run --demo" in proc.stderr
 
 
 def test_bundle_info_and_verify(s_bundle: Path) -> None:

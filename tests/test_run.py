@@ -215,3 +215,19 @@ def test_a_resource_the_line_needs_fails_the_start_clearly(tmp_path: Path, troub
     assert "Traceback" not in proc.stderr, proc.stderr
     expected = "cannot listen on 127.0.0.1" if "port" in trouble else "cannot create archive root"
     assert expected in proc.stderr, proc.stderr
+
+
+def test_a_run_whose_verdicts_were_all_error_says_so(tmp_path: Path) -> None:
+    write_tiny_bundle(tmp_path / "t.bundle", brightness_graph())
+    parts(tmp_path / "in", 4)
+    line = tmp_path / "line.yaml"
+    line.write_text(
+        "source: folder\nfolder: {path: in}\nbundle: t.bundle\ndevice: cpu\n"
+        "deadline_ms: 0.001\nhealth: {enabled: false}\nsinks: [{type: jsonl, path: r.jsonl}]\n"
+    )
+    proc = subprocess.run(
+        [*CLI, "run", "--config", str(line)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr  # a service: the verdicts went to the line
+    assert "WARNING: every verdict was ERROR (4, 4 of them deadline misses" in proc.stderr
+    assert "sink jsonl: 4 delivered" in proc.stderr

@@ -23,7 +23,7 @@ from edge_sdk.errors import ConfigError, EdgeADError
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "add_cameras_parser", "cmd_cameras"]
 
-EXIT_OK, EXIT_FAILED = 0, 4
+EXIT_OK, EXIT_USAGE, EXIT_FAILED = 0, 2, 4
 
 
 def add_cameras_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -66,15 +66,20 @@ def add_cameras_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+class _UsageError(ConfigError):
+    """Options that do not go together: exit 2, as argparse's own usage errors."""
+
+
 def cmd_cameras(args: argparse.Namespace) -> int:
-    """Run ``edge-ad cameras``; print the result; return 0, or 4 on failure."""
+    """Run ``edge-ad cameras``; print the result; return 0, 2 for a wrong command line,
+    or 4 on failure."""
     try:
         report = _report(args)
     except EdgeADError as exc:
         if getattr(args, "json", False):
             print(json.dumps({"error": str(exc), "type": type(exc).__name__}, indent=2))
         print(f"edge-ad cameras: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_USAGE if isinstance(exc, _UsageError) else EXIT_FAILED
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -94,7 +99,7 @@ def _report(args: argparse.Namespace) -> dict[str, Any]:
         "cameras": [c.to_dict() for c in cameras],
     }
     if args.camera is None and (args.grab or args.profile):
-        raise ConfigError("--grab and --profile need --camera SELECTOR")
+        raise _UsageError("--grab and --profile need --camera SELECTOR")
     if args.camera is not None:
         selected = select_camera(cameras, args.camera, aliases=aliases)
         report["selected"] = selected.to_dict()
