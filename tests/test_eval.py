@@ -232,8 +232,11 @@ def test_eval_command(
         ]
     )
     assert args.func(args) == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
     assert "false rejects    1/7" in text and "report and pictures in" in text
+    # Not a terminal (a log, a pipe): progress comes as lines, not silence.
+    assert "eval 17/17 images" in captured.err
 
 
 def test_eval_on_real_magnetic_tile(tmp_path: Path, s_bundle: Path) -> None:

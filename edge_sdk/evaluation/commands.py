@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,18 +71,25 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+PROGRESS_EVERY_S = 10.0  # between progress lines when stderr is not a terminal
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Run the evaluation; print the summary (or the JSON report)."""
     from edge_sdk.evaluation.report import evaluate_bundle, format_summary
 
+    tty, last = sys.stderr.isatty(), [float("-inf")]
+
     def progress(done: int, total: int) -> None:
-        if not args.json and sys.stderr.isatty():
-            print(
-                f"\r{done}/{total} images",
-                end="" if done < total else "\n",
-                file=sys.stderr,
-                flush=True,
-            )
+        if args.json and tty:
+            return
+        if tty:  # one updating line
+            end = "" if done < total else "\n"
+            print(f"\r{done}/{total} images", end=end, file=sys.stderr, flush=True)
+        elif done >= total or time.monotonic() - last[0] >= PROGRESS_EVERY_S:
+            # A log or a pipe: a line now and then, so minutes of work are not silent.
+            print(f"eval {done}/{total} images", file=sys.stderr, flush=True)
+            last[0] = time.monotonic()
 
     report = evaluate_bundle(
         args.bundle,
