@@ -184,6 +184,17 @@ class Pipeline:
         limit = self.options.drain_timeout_s + self.options.read_timeout_s + 2.0
         for thread in self._threads:
             thread.join(timeout=limit)
+        waiting = {
+            name: h["queue_depth"]
+            for name, h in self.snapshot()["sinks"].items()
+            if isinstance(h, dict) and h.get("queue_depth")
+        }
+        if waiting:  # a stop that takes seconds should say why while it happens
+            log.warning(
+                "stopping: results still queued for %s; waiting up to %.0f s for the sinks",
+                ", ".join(f"{name} ({n})" for name, n in waiting.items()),
+                self.options.sink_close_timeout_s,
+            )
         # All sinks drain at once, each within sink_close_timeout_s: a slow PLC must not
         # eat the time the MQTT sink needs, nor the sum exceed the unit's stop timeout.
         closers = [

@@ -167,7 +167,7 @@ def test_stop_mid_burst_fails_safe_and_never_hangs(s_bundle: Path, tmp_path: Pat
 
 
 def test_sinks_drain_at_once_at_stop_and_count_what_is_left(
-    tiny: Inspector, tmp_path: Path
+    tiny: Inspector, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from edge_sdk.sinks import SinkRunner
 
@@ -193,6 +193,7 @@ def test_sinks_drain_at_once_at_stop_and_count_what_is_left(
     took = time.monotonic() - t0
     # Both drained for 0.75 x 2 s side by side; one after the other took twice as long.
     assert took < 3.0, took
+    assert "stopping: results still queued for plc (" in caplog.text  # said while it waits
     for runner, sink in zip(runners, slow, strict=True):
         h = runner.health()
         assert h.delivered == sink.seen >= 5 and h.delivered + h.dropped == 20, h
