@@ -145,6 +145,28 @@ def run_warnings(snapshot: dict[str, Any]) -> list[str]:
     return out
 
 
+def check_deadline(inspector: Inspector, deadline_ms: float) -> None:
+    """Before READY: can the model meet `deadline_ms`? If not, every part would get ERROR
+    (a reject), so the start fails with the numbers; close to it, a warning."""
+    graph_ms = min(inspector.engine.warmup(runs=1) for _ in range(3))
+    where = f"{inspector.engine.variant} graph on {inspector.provider}"
+    if graph_ms > deadline_ms:
+        raise ConfigError(
+            f"the model takes {graph_ms:.0f} ms a frame ({where}), more than deadline_ms "
+            f"{deadline_ms:g}: every part would be rejected as ERROR. Raise deadline_ms to "
+            f"at least {3 * graph_ms:.0f}, or run a faster variant or device (edge-ad "
+            "optimize --int8; edge-ad bench shows them), or use mode: free_run"
+        )
+    if graph_ms > 0.5 * deadline_ms:
+        log.warning(
+            "the model takes %.0f ms a frame (%s), over half of deadline_ms %g: with "
+            "preprocessing and a busy CPU, parts will miss it and be rejected as ERROR",
+            graph_ms,
+            where,
+            deadline_ms,
+        )
+
+
 def run_line(
     config: LineConfig,
     *,
@@ -176,6 +198,8 @@ def run_line(
         inspector.engine.variant,
         inspector.provider,
     )
+    if config.mode == "per_part":
+        check_deadline(inspector, config.deadline_ms)
     source = build_source(config)
     sinks = build_sinks(config, source)
     options = PipelineOptions(

@@ -223,11 +223,27 @@ def test_a_run_whose_verdicts_were_all_error_says_so(tmp_path: Path) -> None:
     line = tmp_path / "line.yaml"
     line.write_text(
         "source: folder\nfolder: {path: in}\nbundle: t.bundle\ndevice: cpu\n"
-        "deadline_ms: 0.001\nhealth: {enabled: false}\nsinks: [{type: jsonl, path: r.jsonl}]\n"
+        "mode: free_run\ndeadline_ms: 0.001\nhealth: {enabled: false}\n"
+        "sinks: [{type: jsonl, path: r.jsonl}]\n"
     )
     proc = subprocess.run(
         [*CLI, "run", "--config", str(line)], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr  # a service: the verdicts went to the line
-    assert "WARNING: every verdict was ERROR (4, 4 of them deadline misses" in proc.stderr
-    assert "sink jsonl: 4 delivered" in proc.stderr
+    assert "WARNING: every verdict was ERROR (" in proc.stderr
+    assert "of them deadline misses" in proc.stderr
+
+
+def test_a_deadline_the_model_cannot_meet_fails_the_start(tmp_path: Path) -> None:
+    write_tiny_bundle(tmp_path / "t.bundle", brightness_graph())
+    parts(tmp_path / "in", 2)
+    line = tmp_path / "line.yaml"
+    line.write_text(
+        "source: folder\nfolder: {path: in}\nbundle: t.bundle\ndevice: cpu\n"
+        "deadline_ms: 0.0001\nhealth: {enabled: false}\n"
+    )
+    proc = subprocess.run(
+        [*CLI, "run", "--config", str(line)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 4, proc.stderr  # before READY, not a line of ERRORs
+    assert "more than deadline_ms 0.0001: every part would be rejected as ERROR" in proc.stderr
