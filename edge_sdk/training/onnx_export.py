@@ -9,9 +9,12 @@ The legacy TorchScript exporter also works but is deprecated and warns on every 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import warnings
 from collections import Counter
+from collections.abc import Iterator
 
 import onnx
 import torch
@@ -25,6 +28,29 @@ INPUT_NAME = "image"
 OUTPUT_NAMES = ("map_st", "map_ae")
 # Ops that must never reach a deployed graph: their presence means eval mode was lost.
 _TRAINING_OPS = frozenset({"Dropout", "BatchNormalization"})
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter's notices (torchvision ops it skips, deprecations inside torch, the
+    opset fallback it takes) are for torch's developers, not for a user training a model;
+    `-vv` shows them."""
+    if logger.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    noisy = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript")]
+    levels = [log.level for log in noisy]
+    try:
+        for log in noisy:
+            log.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        for log, level in zip(noisy, levels, strict=True):
+            log.setLevel(level)
 
 
 def export_onnx(
@@ -57,17 +83,18 @@ def export_onnx(
     # Batch 2, not 1: torch.export specialises size-1 dimensions, which would pin the batch.
     sample = torch.zeros(2, 3, height, width, dtype=torch.uint8)
     try:
-        program = torch.onnx.export(
-            graph,
-            (sample,),
-            dynamo=True,
-            input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
-            dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
-            opset_version=opset,
-            external_data=False,
-            verbose=False,
-        )
+        with _quiet_exporter():
+            program = torch.onnx.export(
+                graph,
+                (sample,),
+                dynamo=True,
+                input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES),
+                dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
+                opset_version=opset,
+                external_data=False,
+                verbose=False,
+            )
     except Exception as exc:  # the exporter raises many unrelated types; keep the cause
         raise EdgeADError(
             f"exporting the inference graph to {path} at {height}x{width} failed "
