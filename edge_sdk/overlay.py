@@ -264,7 +264,7 @@ def _check_map(anomaly_map: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
 def _text_metrics(image: np.ndarray) -> tuple[float, int, int]:
     """Font scale, line thickness and margin that read well at this image size."""
     short = min(image.shape[:2])
-    scale = max(0.35, 0.035 * short / _FONT_PX)
+    scale = max(0.45, 0.035 * short / _FONT_PX)  # 0.45: about 10 px caps, still legible
     thickness = max(1, round(scale * 1.6))
     margin = max(3, round(0.012 * short))
     return scale, thickness, margin
@@ -285,10 +285,12 @@ def _draw_label(out: np.ndarray, text: str, color: tuple[int, int, int]) -> None
     (text_w, text_h), baseline = cv2.getTextSize(text, _FONT, scale, thickness)
     pad = max(2, margin // 2)
     x, y = margin, margin + text_h
+    # White on the verdict's colour: readable at any size, on any part (red on grey
+    # was not, on small images).
     cv2.rectangle(
-        out, (x - pad, y - text_h - pad), (x + text_w + pad, y + baseline + pad), (0, 0, 0), -1
+        out, (x - pad, y - text_h - pad), (x + text_w + pad, y + baseline + pad), color, -1
     )
-    cv2.putText(out, text, (x, y), _FONT, scale, color, thickness, cv2.LINE_AA)
+    cv2.putText(out, text, (x, y), _FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
 
 
 def _draw_legend(out: np.ndarray, pixel_threshold: float, anchor: float) -> None:
@@ -299,7 +301,7 @@ def _draw_legend(out: np.ndarray, pixel_threshold: float, anchor: float) -> None
     bar_w = max(6, round(0.02 * w))
     bar_h = round(0.3 * h)
     label_w = cv2.getTextSize("thr 0.000", _FONT, scale, thickness)[0][0]
-    if bar_h < 24 or w < bar_w + label_w + 3 * margin:
+    if min(h, w) < 300 or w < bar_w + label_w + 3 * margin:
         return  # too small to read; the contours and the label still tell the story
     x1, y0 = w - margin, margin
     x0, y1 = x1 - bar_w, y0 + bar_h

@@ -170,12 +170,12 @@ def test_eval_on_generated_data(tmp_path: Path, tiny_bundle: Path) -> None:
     for name in ("histogram.png", "roc.png"):
         picture = cv2.imread(str(out / name))
         assert picture is not None and picture.shape[0] >= 600 and picture.std() > 10
-    escape_files = rep["pictures"]["worst_escapes"]
+    escape_files = rep["pictures"]["lowest_scored_defects"]
     assert len(escape_files) == 3 and all("_escape_" in f for f in escape_files)
-    assert rep["pictures"]["worst_false_rejects"][0].startswith(
-        "worst_false_rejects/01_false_reject_good_glare"
+    assert rep["pictures"]["highest_scored_good"][0].startswith(
+        "highest_scored_good/01_false_reject_good_glare"
     )
-    assert "_passed_" in rep["pictures"]["worst_false_rejects"][1]
+    assert "_passed_" in rep["pictures"]["highest_scored_good"][1]
     overlay = cv2.imread(str(out / escape_files[0]))
     assert overlay is not None and overlay.shape[:2] in {(256, 256), (200, 300), (320, 240)}
 

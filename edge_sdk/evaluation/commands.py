@@ -60,7 +60,10 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_engine_options(p)
     p.add_argument("--batch", type=_positive, default=8, help="images per graph run")
     p.add_argument(
-        "--worst", type=int, default=6, help="overlays of this many worst escapes and false rejects"
+        "--worst",
+        type=int,
+        default=6,
+        help="overlays of this many lowest-scored defects and highest-scored good parts",
     )
     p.add_argument(
         "--json",

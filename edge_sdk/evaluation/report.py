@@ -150,6 +150,12 @@ def evaluate(
         )
     if errors:
         notes.append(f"{len(errors)} images got verdict ERROR; they count as rejected")
+    all_scores = np.concatenate([good_scores, bad_scores])
+    if np.any(all_scores[np.isfinite(all_scores)] < 0):
+        notes.append(
+            "scores below 0 are normal: the map is normalised to 0 at the training images' "
+            "90 % quantile and 0.1 at their 99.5 %, so a clean part can score under 0"
+        )
 
     false_rejects = sum(s.rejected for s in good)
     escapes = sum(not s.rejected for s in bad)
@@ -302,12 +308,13 @@ def write_pictures(
         pictures["roc"] = "roc.png"
 
     # Defective parts with the lowest scores (escapes first) and good parts with the
-    # highest (false rejects first): what a person should look at.
+    # highest (false rejects first): what a person should look at. Each file says
+    # whether the part was missed (escape, false_reject) or not (caught, passed).
     lowest_bad = sorted(bad, key=lambda s: s.score)[:worst]
     highest_good = sorted(good, key=lambda s: -s.score)[:worst]
     for folder, chosen, miss in (
-        ("worst_escapes", lowest_bad, "escape"),
-        ("worst_false_rejects", highest_good, "false_reject"),
+        ("lowest_scored_defects", lowest_bad, "escape"),
+        ("highest_scored_good", highest_good, "false_reject"),
     ):
         names = []
         if chosen:
