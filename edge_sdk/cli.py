@@ -160,6 +160,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         from edge_sdk import demo
 
         out_dir = Path(args.out or "edge-ad-demo").expanduser().absolute()
+        previous = demo.fresh_output(out_dir)
+        if previous is not None:
+            print(f"demo: the last demo's output moved to {previous}", file=sys.stderr)
         if not demo.demo_bundle_path().exists():
             print(
                 "demo: building the demo bundle (first run only, a few minutes on a CPU) ...",
@@ -183,7 +186,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print(
             f"demo: running the simulated camera for {args.duration_s:g} s; every 3 s "
-            f"the square grows (a defective part); results and overlays go to {out_dir}",
+            f"the square grows (a defective part); results go to {out_dir / 'results.jsonl'}, "
+            f"overlays of every reject and every 10th pass to {out_dir / 'archive'}",
             file=sys.stderr,
         )
     config, _ = load_config(args.config, overrides=overrides)
@@ -219,11 +223,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"edge-ad run: WARNING: {line}", file=sys.stderr)
     if args.demo:
         lat = snap["latency_ms"]
+        results = Path(config.sinks[0]["path"])
+        records = [json.loads(line) for line in results.read_text().splitlines() if line]
+        score = demo.score_run(records, injectors[0].windows if injectors else [])
+        print(f"demo: {score.summary()}", file=sys.stderr)
         print(
-            f"demo: {injectors[0].injected if injectors else 0} defective parts made; "
-            f"latency p50 infer {lat.get('infer', {}).get('p50', 0):.1f} ms, "
+            f"demo: latency p50 infer {lat.get('infer', {}).get('p50', 0):.1f} ms, "
             f"acquired-to-verdict {lat.get('total', {}).get('p50', 0):.1f} ms; look at "
-            f"{config.sinks[1]['root']} (overlays) and {config.sinks[0]['path']}",
+            f"{config.sinks[1]['root']} (overlays) and {results}",
             file=sys.stderr,
         )
     if summary.failed:

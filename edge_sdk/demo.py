@@ -10,11 +10,14 @@ should be rejected, the rest passed.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +104,7 @@ class DefectInjector:
         self.every_s = every_s
         self.hold_s = hold_s
         self.injected = 0
+        self.windows: list[tuple[float, float]] = []  # wall-clock (start, end) of each defect
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="edge-ad-demo", daemon=True)
 
@@ -120,10 +124,76 @@ class DefectInjector:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every_s):
+            start = time.time()
             self._set(DEFECT_BALL)
             self.injected += 1
             self._stop.wait(self.hold_s)
             self._set(GOOD_BALL)
+            self.windows.append((start, time.time()))
+
+
+@dataclass(frozen=True)
+class DemoScore:
+    parts: int
+    defects_made: int
+    caught: int
+    false_rejects: int
+
+    def summary(self) -> str:
+        missed = self.defects_made - self.caught
+        verdict = "every defect caught" if not missed else f"{missed} defects MISSED"
+        verdict += (
+            ", no good part rejected"
+            if not self.false_rejects
+            else (f", {self.false_rejects} good parts REJECTED (false rejects)")
+        )
+        return (
+            f"{self.parts} parts inspected, {self.defects_made} defects made, {self.caught} "
+            f"caught, {self.false_rejects} false rejects: {verdict}"
+        )
+
+
+def score_run(
+    records: list[dict[str, Any]],
+    windows: list[tuple[float, float]],
+    *,
+    settle_s: float = 0.3,
+) -> DemoScore:
+    """Which defects the demo's results caught, and which good parts they rejected.
+
+    A defect is caught when a reject was acquired inside its window; a reject outside
+    every window (widened by `settle_s`, the camera's frames in flight when the square
+    changes) is a false reject.
+
+    >>> recs = [{"timestamp": "1970-01-01T00:00:10.000000Z", "verdict": "NOK"},
+    ...         {"timestamp": "1970-01-01T00:00:20.000000Z", "verdict": "OK"},
+    ...         {"timestamp": "1970-01-01T00:00:30.000000Z", "verdict": "NOK"}]
+    >>> score = score_run(recs, [(9.9, 10.3), (19.9, 20.3)])
+    >>> score.caught, score.false_rejects
+    (1, 1)
+    >>> score.summary().split(": ")[1]
+    '1 defects MISSED, 1 good parts REJECTED (false rejects)'
+    """
+    rejects = [_epoch_s(r["timestamp"]) for r in records if r.get("verdict") in ("NOK", "ERROR")]
+    caught = sum(any(a <= t <= b + settle_s for t in rejects) for a, b in windows)
+    false = sum(not any(a - settle_s <= t <= b + settle_s for a, b in windows) for t in rejects)
+    return DemoScore(len(records), len(windows), caught, false)
+
+
+def _epoch_s(stamp: str) -> float:
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def fresh_output(out_dir: Path) -> Path | None:
+    """Move the last demo's output aside (to `<out_dir>.previous`), so a run's results and
+    overlays are its own. Returns where the old ones went, or None."""
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return None
+    previous = out_dir.with_name(out_dir.name + ".previous")
+    if previous.exists():
+        shutil.rmtree(previous)
+    out_dir.rename(previous)
+    return previous
 
 
 def demo_overrides(out_dir: Path, bundle: Path) -> dict[str, Any]:

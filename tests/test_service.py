@@ -156,7 +156,22 @@ def test_health_endpoint(tmp_path: Path) -> None:
 def test_module_doctests() -> None:
     import doctest
 
-    from edge_sdk import pipeline, service
+    from edge_sdk import demo, pipeline, service
 
     assert doctest.testmod(pipeline).failed == 0
     assert doctest.testmod(service).failed == 0
+    assert doctest.testmod(demo).failed == 0
+
+
+def test_a_demo_starts_fresh_and_keeps_the_last_one_aside(tmp_path: Path) -> None:
+    from edge_sdk.demo import fresh_output
+
+    out = tmp_path / "demo"
+    assert fresh_output(out) is None  # nothing yet
+    (out / "archive").mkdir(parents=True)
+    (out / "results.jsonl").write_text("{}\n")
+    assert fresh_output(out) == tmp_path / "demo.previous" and not out.exists()
+    out.mkdir()
+    (out / "results.jsonl").write_text("{}\n{}\n")
+    fresh_output(out)  # the one before goes
+    assert (tmp_path / "demo.previous" / "results.jsonl").read_text() == "{}\n{}\n"
