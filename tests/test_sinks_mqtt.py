@@ -148,25 +148,33 @@ def test_broker_restart_reconnects_and_resumes(broker: Mosquitto, subscriber: Su
     assert h.delivered >= 10
 
 
-def test_results_flow_again_soon_after_a_long_broker_outage(
+def test_a_long_broker_outage_loses_nothing_and_results_flow_again_soon(
     broker: Mosquitto, subscriber: Subscriber
 ) -> None:
-    # The default reconnect backoff, after an outage long enough to climb it.
+    # The sink type's defaults: the reconnect backoff, the retry deadline, the queue.
     cfg = config(
         broker,
         reconnect_min_s=0.5,
         reconnect_max_s=MqttSinkConfig.model_fields["reconnect_max_s"].default,
     )
     runner = SinkRunner(build_sink(cfg, camera="cam0"), delivery=cfg.delivery)
-    runner.submit(inspection(1, Verdict.OK))
+    runner.submit(inspection(1, Verdict.OK, size=(480, 640)))
     assert wait_until(lambda: runner.health().delivered == 1, timeout_s=5)
     broker.stop()
-    time.sleep(8)
+    for i in range(2, 26):  # 12 s down: past the old 10 s retry deadline
+        runner.submit(inspection(i, Verdict.NOK if i % 3 else Verdict.OK, size=(480, 640)))
+        time.sleep(0.5)
+    # What waits holds no pixels: an outage costs kilobytes, not frames.
+    with runner._cond:
+        waiting = list(runner._oks) + list(runner._rejects)
+    assert waiting and all(item.inspection.frame.image.size == 0 for item in waiting)
     broker.start()
     back = time.monotonic()
-    runner.submit(inspection(2, Verdict.NOK))
     assert subscriber.wait_for(
-        lambda m: 2 in {r["frame_id"] for r in subscriber.on("/cam0/result")}, timeout_s=10
+        lambda m: {r["frame_id"] for r in subscriber.on("/cam0/result")} >= set(range(1, 26)),
+        timeout_s=15,
     )
-    assert time.monotonic() - back < 3.0  # paho's backoff capped near 2 s, not 30
+    assert time.monotonic() - back < 4.0  # paho's backoff capped near 2 s, not 30
     runner.close(timeout_s=2)
+    h = runner.health()
+    assert h.dropped == 0 and h.delivered == 25, h

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,6 +50,17 @@ class Inspection:
             score=self.result.score,
             image_threshold=self.result.threshold,
         )
+
+
+_NO_PIXELS = np.zeros((0, 0), np.uint8)
+
+
+def without_pixels(inspection: Inspection) -> Inspection:
+    """The inspection without its image and map: what a queue holds for a sink that only
+    signals or records (a few kB, not megabytes, while it waits out an outage)."""
+    frame = dataclasses.replace(inspection.frame, image=_NO_PIXELS)
+    result = dataclasses.replace(inspection.result, anomaly_map=None)
+    return dataclasses.replace(inspection, frame=frame, result=result)
 
 
 class Sink(Protocol):

@@ -106,22 +106,24 @@ class _SinkBase(_Strict):
     name: str | None = Field(None, description="defaults to the type; must be unique")
     delivery: DeliveryConfig = DeliveryConfig()
 
-    # A signalling sink's result is useless once the part has moved on: a PLC that tracks
-    # parts by position would act on the wrong one. Record sinks keep everything.
-    default_max_age_s: ClassVar[float | None] = None
+    # The sink type's own defaults for its `delivery` block, under what the config sets.
+    # A signalling sink's result is useless once the part has moved on (a PLC that tracks
+    # parts by position would act on the wrong one): those set a max_age_s.
+    delivery_defaults: ClassVar[dict[str, Any]] = {}
 
     @model_validator(mode="before")
     @classmethod
-    def _default_max_age(cls, data: Any) -> Any:
-        if cls.default_max_age_s is None or not isinstance(data, dict):
+    def _type_delivery_defaults(cls, data: Any) -> Any:
+        if not cls.delivery_defaults or not isinstance(data, dict):
             return data
         delivery = data.get("delivery", {})
         if isinstance(delivery, DeliveryConfig):
-            if "max_age_s" in delivery.model_fields_set:
-                return data
-            delivery = delivery.model_copy(update={"max_age_s": cls.default_max_age_s})
-        elif isinstance(delivery, dict) and "max_age_s" not in delivery:
-            delivery = {**delivery, "max_age_s": cls.default_max_age_s}
+            unset = {
+                k: v for k, v in cls.delivery_defaults.items() if k not in delivery.model_fields_set
+            }
+            delivery = delivery.model_copy(update=unset)
+        elif isinstance(delivery, dict):
+            delivery = {**cls.delivery_defaults, **delivery}
         return {**data, "delivery": delivery}
 
 
@@ -158,7 +160,7 @@ class ModbusMap(_Strict):
 class ModbusSinkConfig(_SinkBase):
     """Modbus TCP handshake with a PLC; see `edge_sdk.sinks.modbus` for the sequence."""
 
-    default_max_age_s: ClassVar[float | None] = 2.0
+    delivery_defaults: ClassVar[dict[str, Any]] = {"max_age_s": 2.0}
     type: Literal["modbus"]
     host: str
     port: int = Field(502, ge=1, le=65535)
@@ -217,7 +219,13 @@ class MqttSinkConfig(_SinkBase):
     """Results to `<topic_prefix>/<camera>/result` (QoS 1) and health (retained) to
     `<topic_prefix>/<camera>/health`, which the broker sets to offline if we die."""
 
-    default_max_age_s: ClassVar[float | None] = 60.0
+    # Queued results hold no pixels (a few kB each), so a broker outage of up to a minute
+    # at 10 parts/s loses nothing.
+    delivery_defaults: ClassVar[dict[str, Any]] = {
+        "max_age_s": 60.0,
+        "retry_deadline_s": 60.0,
+        "queue_size": 1000,
+    }
     type: Literal["mqtt"]
     host: str
     port: int = Field(1883, ge=1, le=65535)
@@ -276,7 +284,7 @@ class CameraLineSinkConfig(_SinkBase):
     """A pulse on a camera output line per reject (or per pass); needs a GenICam camera
     with I/O lines (SFNC LineSelector, LineSource, UserOutputSelector, UserOutputValue)."""
 
-    default_max_age_s: ClassVar[float | None] = 2.0
+    delivery_defaults: ClassVar[dict[str, Any]] = {"max_age_s": 2.0}
     type: Literal["camera_line"]
     line: str = "Line1"
     user_output: str = "UserOutput1"

@@ -41,6 +41,8 @@ class JsonlSink:
     open text stream; neither means stdout.
     """
 
+    needs_pixels = False  # the record and the verdict only
+
     def __init__(
         self,
         path: str | os.PathLike[str] | None = None,

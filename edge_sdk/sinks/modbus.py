@@ -109,6 +109,8 @@ class ModbusSink:
     `reconnect_max_s`). Every request waits at most `timeout_s`.
     """
 
+    needs_pixels = False  # the record and the verdict only
+
     def __init__(self, config: ModbusSinkConfig, *, name: str | None = None) -> None:
         require("pymodbus", extra="signals", feature="the Modbus sink")
         from pymodbus.client import ModbusTcpClient

@@ -48,6 +48,8 @@ class MqttSink:
     comes up in the background, and deliveries before it raise `SinkError`.
     """
 
+    needs_pixels = False  # the record and the verdict only
+
     def __init__(
         self, config: MqttSinkConfig, *, camera: str | None = None, name: str | None = None
     ) -> None:

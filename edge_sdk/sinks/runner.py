@@ -35,7 +35,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from edge_sdk.sinks.base import Inspection, Sink
+from edge_sdk.sinks.base import Inspection, Sink, without_pixels
 from edge_sdk.sinks.config import DeliveryConfig
 from edge_sdk.sinks.errors import PermanentSinkError
 
@@ -154,6 +154,9 @@ class SinkRunner:
         )
         self._next_tick = time.monotonic()
         self._service_healthy = True
+        # Sinks that only signal or record say so (`needs_pixels = False`): their queue
+        # then holds no images.
+        self._needs_pixels = bool(getattr(sink, "needs_pixels", True))
         self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
         self._thread.start()
 
@@ -161,6 +164,8 @@ class SinkRunner:
     def submit(self, inspection: Inspection) -> None:
         """Queue one inspection for the sink. Never blocks; never raises for the sink's
         sake (a full queue drops an OK first, a closed runner drops and counts)."""
+        if not self._needs_pixels:
+            inspection = without_pixels(inspection)
         now, now_ns = time.monotonic(), time.monotonic_ns()
         acquired = inspection.acquired_ns
         born = now - (now_ns - acquired) / 1e9 if 0 < acquired <= now_ns else now
