@@ -84,7 +84,7 @@ def main() -> None:
             verdicts.pop("reported", None)
             print(
                 f"{snap['frames']} frames, verdicts {dict(verdicts)}, "
-                f"infer p50 {snap['latency_ms']['infer']['p50']:.1f} ms"
+                f"infer p50 {snap['latency_ms']['infer']['p50']:.2f} ms"
             )
 
 
