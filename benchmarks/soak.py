@@ -212,6 +212,17 @@ def main() -> int:
             for t in minutes(args.broker_restart_every_min, 45 * args.broker_restart_every_min)
         ]
     )
+
+    def undo(kind: str, handle: Any) -> subprocess.Popen[bytes] | None:
+        """End one fault: the cable back, a new PLC (returned), the broker up."""
+        if kind == "pull":
+            handle.destroy()
+        elif kind == "plc":
+            return spawn("--plc", plc_port, plc_log)
+        else:
+            broker.start()
+        return None
+
     log: list[dict[str, Any]] = []
     samples: list[dict[str, float]] = []
     t0 = time.monotonic()
@@ -238,24 +249,13 @@ def main() -> int:
                     pending.append((now + args.broker_down_s, "broker", None))
             for item in [p for p in pending if p[0] <= now]:
                 pending.remove(item)
-                _, kind, handle = item
-                if kind == "pull":
-                    handle.destroy()
-                elif kind == "plc":
-                    plc = spawn("--plc", plc_port, plc_log)
-                else:
-                    broker.start()
+                plc = undo(item[1], item[2]) or plc
             if not samples or time.monotonic() - samples[-1]["t"] >= 10:
                 samples.append(resources())
             time.sleep(0.05)
     finally:
         for _, kind, handle in pending:
-            if kind == "pull":
-                handle.destroy()
-            elif kind == "plc":
-                plc = spawn("--plc", plc_port, plc_log)
-            else:
-                broker.start()
+            plc = undo(kind, handle) or plc
         time.sleep(3)  # let the last results through
         snapshot = started[0].snapshot()
         stop.set()
