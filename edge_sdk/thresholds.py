@@ -19,6 +19,10 @@ Policies (`--policy`):
     f1           the threshold with the best F1 on defective (positive) vs good images;
                  ties go to the lowest threshold
     zero-escape  the highest threshold (see above) that rejects every defective image seen
+    margin       where every defective image scores above every good one: halfway between
+                 the highest good and the lowest defective score (geometrically, when both
+                 are positive), so new parts of either kind have room on their side;
+                 otherwise as zero-escape
     strict       the lower of robust and zero-escape: defective images can only make the
                  threshold stricter, never looser than the good-image target allows. The
                  default when defective images are given: a handful of defect images says
@@ -50,13 +54,14 @@ from edge_sdk.evaluation.metrics import rate
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("robust", "frr", "f1", "zero-escape", "strict")
+POLICIES = ("robust", "frr", "f1", "zero-escape", "strict", "margin")
 _METHOD = {  # the `method` key of the policy record; "false_reject_rate" predates the others
     "robust": "robust_false_reject_rate",
     "frr": "false_reject_rate",
     "f1": "f1",
     "zero-escape": "zero_escape",
     "strict": "strict",
+    "margin": "margin",
 }
 _Z95 = 1.959964
 
@@ -200,6 +205,28 @@ def zero_escape_threshold(
     return float(below[-1]) if below.size else float(np.nextafter(lowest_bad, -np.inf))
 
 
+def margin_threshold(
+    good: Sequence[float] | np.ndarray, bad: Sequence[float] | np.ndarray
+) -> float:
+    """Halfway between the classes when they separate (geometric mean of the highest good
+    and the lowest defective score if both are positive), else `zero_escape_threshold`.
+
+    >>> margin_threshold([0.1, 0.4], [1.6, 3.0]), margin_threshold([-0.2, 0.0], [0.4])
+    (0.8, 0.2)
+    >>> margin_threshold([0.1, 0.6], [0.5, 0.9])  # overlap: every defect still caught
+    0.1
+    """
+    good_s, bad_s = _scores(good), _scores(bad)
+    if bad_s.size == 0:
+        raise ValueError("the margin threshold needs defective images")
+    if good_s.size == 0 or good_s[-1] >= bad_s[0]:
+        return zero_escape_threshold(good_s, bad_s)
+    top_good, low_bad = float(good_s[-1]), float(bad_s[0])
+    if top_good > 0:
+        return round(math.sqrt(top_good * low_bad), 6)
+    return round((top_good + low_bad) / 2, 6)
+
+
 def f1_threshold(good: Sequence[float] | np.ndarray, bad: Sequence[float] | np.ndarray) -> float:
     """The threshold with the highest F1 (defective = positive); ties go to the lowest.
 
@@ -331,6 +358,7 @@ def choose_threshold(
         candidates["f1"] = f1_threshold(good, bad)
         candidates["zero-escape"] = zero_escape_threshold(good, bad)
         candidates["strict"] = min(candidates["robust"], candidates["zero-escape"])
+        candidates["margin"] = margin_threshold(good, bad)
     threshold = candidates[policy]
 
     # The legacy keys of `threshold_for_false_reject_rate` stay, so older readers still work.
@@ -383,7 +411,7 @@ def _counts(at: dict[str, Any]) -> dict[str, Any]:
 def _policy_notes(policy: str, at: dict[str, Any], target_frr: float) -> list[str]:
     notes = []
     fr = at["false_rejects"]
-    if policy in ("zero-escape", "strict", "f1") and fr["rate"] > target_frr:
+    if policy in ("zero-escape", "strict", "f1", "margin") and fr["rate"] > target_frr:
         notes.append(
             f"policy {policy} rejects {fr['count']} of {fr['of']} good images "
             f"({fr['rate']:.3g}), above the target false-reject rate {target_frr:g}"
@@ -408,6 +436,7 @@ __all__ = [
     "fitted_threshold",
     "frr_threshold",
     "images_needed",
+    "margin_threshold",
     "outcome",
     "robust_threshold",
     "sample_notes",
