@@ -3,9 +3,9 @@
 The camera is the GenICam simulator that ships in the `genicam` wheel (viky.cti): a white
 field with a bouncing black square. The demo bundle is EfficientAD-S trained on frames
 captured from that camera (a seeded random teacher, 60 steps, the threshold set on fresh
-good frames and made-up defects; built once, then cached). While the line runs, the demo makes every few seconds a "defective part"
-by growing the square (the camera's BouncingBallSize feature) for a moment: those frames
-should be rejected, the rest passed.
+good frames and made-up defects; built once, then cached). While the line runs, the demo
+makes every few seconds a "defective part" by growing the square (the camera's
+BouncingBallSize feature) for a second: those frames should be rejected, the rest passed.
 """
 
 from __future__ import annotations
