@@ -47,12 +47,17 @@ def profile_path() -> Path:
     raise FileNotFoundError(f"camera profile {PROFILE} not found next to {here}")
 
 
-def capture_frames(count: int, *, ball: int) -> list[Any]:
-    """`count` consecutive frames of the simulator with its square at size `ball`."""
+def simulator() -> Any:
+    """The simulated camera with the demo's profile (not opened yet)."""
     from edge_sdk.sources.genicam import GenICamSource
     from edge_sdk.sources.profiles import load_profile
 
-    source = GenICamSource(0, profile=load_profile(profile_path()), camera_id="sim")
+    return GenICamSource(0, profile=load_profile(profile_path()), camera_id="sim")
+
+
+def capture_frames(count: int, *, ball: int) -> list[Any]:
+    """`count` consecutive frames of the simulator with its square at size `ball`."""
+    source = simulator()
     with source:
         source.node_map.BouncingBallSize.value = ball
         try:
@@ -66,11 +71,8 @@ def capture_good_frames(folder: Path, *, count: int = DEMO_FRAMES, every: int = 
     """Save `count` frames of the simulator (every `every`-th, for varied positions)."""
     import cv2
 
-    from edge_sdk.sources.genicam import GenICamSource
-    from edge_sdk.sources.profiles import load_profile
-
     folder.mkdir(parents=True, exist_ok=True)
-    with GenICamSource(0, profile=load_profile(profile_path()), camera_id="sim") as source:
+    with simulator() as source:
         saved = 0
         while saved < count:
             frame = source.read(timeout_s=5.0)
