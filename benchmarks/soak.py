@@ -9,8 +9,11 @@ The line runs as `edge-ad run` would (`run_line`): the simulated GenICam camera 
   latches each rising edge of result_valid with the part id, and logs the fault bit and
   lost_count; a PLC outage kills it (SIGKILL) and starts a new one, memory wiped;
 - the MQTT subscriber is its own process (paho), logging every result it receives;
-- mosquitto is restarted from here; a cable pull destroys the camera's acquirer and
-  keeps the device taken for `--pull-s` seconds, so the camera stays away.
+- mosquitto is restarted from here; a cable pull closes the camera's device under the
+  source (so its next fetch fails, as after a real pull) and keeps the device taken for
+  `--pull-s` seconds, so the camera stays away. Both go through the source's own
+  `destroy_acquirer`: Harvesters' bare `destroy()` leaks native memory (see
+  `edge_sdk/sources/genicam.py`), which a real pull would not make the harness add.
 
 At the end it checks: every result in results.jsonl reached the PLC as one edge, or was
 counted in lost_count (with the fault bit raised); no edge came later than max_age_s
@@ -152,7 +155,7 @@ def main() -> int:
     from edge_sdk.config import LineConfig
     from edge_sdk.pipeline import Pipeline
     from edge_sdk.service import run_line
-    from edge_sdk.sources.genicam import GenICamSource
+    from edge_sdk.sources.genicam import GenICamSource, destroy_acquirer
 
     work = Path(tempfile.mkdtemp(prefix="edge-ad-soak-"))
     broker = Mosquitto(work).start()
@@ -216,7 +219,7 @@ def main() -> int:
     def undo(kind: str, handle: Any) -> subprocess.Popen[bytes] | None:
         """End one fault: the cable back, a new PLC (returned), the broker up."""
         if kind == "pull":
-            handle.destroy()
+            destroy_acquirer(handle, camera._harvester)  # type: ignore[attr-defined]
         elif kind == "plc":
             return spawn("--plc", plc_port, plc_log)
         else:
@@ -234,7 +237,8 @@ def main() -> int:
                 log.append({"t_s": round(now, 1), "event": kind})
                 print(f"{now / 60:6.2f} min: {kind}", flush=True)
                 if kind == "pull":
-                    camera._acquirer.destroy()  # type: ignore[attr-defined]
+                    with camera._lock:  # type: ignore[attr-defined]  # not mid-fetch
+                        destroy_acquirer(camera._acquirer, None)  # type: ignore[attr-defined]
                     deadline = time.monotonic() + 5
                     while camera.connected and time.monotonic() < deadline:
                         time.sleep(0.01)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
+import os
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -259,6 +262,46 @@ def test_reconnect_after_the_camera_vanishes_reapplies_the_profile(
         assert (s.stats.disconnects, s.stats.reconnects) == (1, 1)
         assert any("reconnected" in r.getMessage() for r in caplog.records)
         assert s.read(timeout_s=2).frame_id > frame.frame_id  # and frames keep coming
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_a_reconnect_lets_go_of_the_lost_acquirer() -> None:
+    # Harvesters keeps every acquirer it made (its list, a finalizer holding a bound
+    # method): without destroy_acquirer each reconnect left one behind until exit.
+    with GenICamSource("2", profile=profile(width=100, height=100), reconnect=FAST) as s:
+        s.read(timeout_s=2)
+        lost = weakref.ref(s._acquirer)
+        s._lost(RuntimeError("cable pulled"))  # what a fetch that raises leads to
+        s.read(timeout_s=5)
+        gc.collect()
+        assert lost() is None
+        assert s._harvester.image_acquirers == [s._acquirer]
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads RSS from /proc")
+def test_reconnects_do_not_leak_native_memory() -> None:
+    # Harvesters' destroy() left the GenApi chunk adapter attached: 0.42 MiB a reconnect,
+    # measured here before the fix; with it, 0.03-0.15 MiB a cycle and levelling off.
+    with GenICamSource("2", profile=profile(width=100, height=100), reconnect=FAST) as s:
+        s.read(timeout_s=2)
+        logging.disable(logging.WARNING)  # 80 "camera lost" lines
+        try:
+            for cycle in range(80):
+                if cycle == 20:  # after the allocator's own warm-up
+                    gc.collect()
+                    start = _rss_mib()
+                s._lost(RuntimeError("cable pulled"))
+                s.read(timeout_s=5)
+        finally:
+            logging.disable(logging.NOTSET)
+        gc.collect()
+        per_cycle = (_rss_mib() - start) / 60
+        assert s.stats.reconnects == 80
+    assert per_cycle < 0.25, f"RSS grew {per_cycle:.3f} MiB per reconnect"
 
 
 def test_reconnect_backs_off_while_the_camera_stays_away(

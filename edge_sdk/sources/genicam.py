@@ -13,8 +13,11 @@ How it stays up:
   `_FETCH_NAP_S` between checks, with the GIL released (`benchmarks/gil_wakeup.py`).
 - Any error from the device other than a timeout counts as a disconnect: the acquirer is
   destroyed and re-created with exponential backoff, the profile re-applied, the event
-  counted and logged. Backoff is not optional: each create/destroy cycle leaks native
-  memory inside Harvesters (about 0.4 MiB), so a tight loop would exhaust the box.
+  counted and logged, with backoff so a dead camera does not spin the CPU.
+- Destroying an acquirer frees what Harvesters 1.4 keeps after `destroy()`
+  (`destroy_acquirer`): its GenApi chunk adapter stays attached to the node map and
+  leaked 0.38 MiB of native memory per reconnect, and the acquirer itself stays
+  referenced (the Harvester's list, a `weakref.finalize` on a bound method) until exit.
 - Free run uses newest-only buffering (``StreamBufferHandlingMode=NewestOnly`` on the
   data stream, set before `start()`), so a slow consumer gets the newest frame, not one
   several buffers old. Triggered acquisition uses oldest-first so no part is skipped.
@@ -27,6 +30,7 @@ How it stays up:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -261,7 +265,7 @@ class GenICamSource(FrameSource):
         acquirer, self._acquirer = self._acquirer, None
         if acquirer is not None:
             try:
-                acquirer.destroy()
+                destroy_acquirer(acquirer, self._harvester)
             except Exception:
                 logger.exception("camera %s: destroying the acquirer failed", self.camera_id)
 
@@ -433,3 +437,27 @@ class GenICamSource(FrameSource):
             self._failures,
         )
         self._failures = 0
+
+
+def destroy_acquirer(acquirer: Any, harvester: Any) -> None:
+    """`acquirer.destroy()`, and what Harvesters 1.4.3 leaves behind after it.
+
+    Measured on the simulator (`tests/test_genicam_source.py`): without the chunk
+    adapter's detach, every create/destroy leaked 0.38 MiB (300 cycles); with it the
+    growth levels off (0.035 MiB a cycle averaged over 300, falling). The attributes are
+    Harvesters' private ones, hence each step is skipped where a version lacks it.
+    """
+    try:
+        acquirer.stop()  # before the detach: no buffer may be attached to the adapter
+    except Exception:
+        logger.debug("stopping a lost acquirer failed", exc_info=True)
+    chunk_adapter = getattr(acquirer, "_chunk_adapter", None)
+    if chunk_adapter is not None and hasattr(chunk_adapter, "detach_node_map"):
+        chunk_adapter.detach_node_map()  # GenApi frees the adapter's node copies only then
+    acquirer.destroy()
+    finalizer = getattr(acquirer, "_finalizer", None)
+    if finalizer is not None:
+        finalizer.detach()  # it holds `acquirer.destroy`, a bound method: a strong reference
+    if harvester is not None:
+        with contextlib.suppress(ValueError):
+            harvester.image_acquirers.remove(acquirer)
