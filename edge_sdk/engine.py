@@ -404,22 +404,14 @@ class Engine:
                     f"outputs are {sorted(outputs)}"
                 )
 
-    def _binding(self, batch: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
-        n = batch.shape[0]
-        cached = self._bindings.get(n)
-        if cached is not None:
-            return cached
-        if self.cuda_graph:
-            return self._device_binding(batch)
-        # The first run at a batch size finds the map size; later runs bind into buffers.
-        maps = self.session.run(list(self.output_names), {self.input_name: batch})
+    def _bind_outputs(self, n: int, maps: list[np.ndarray]) -> None:
+        """Output buffers for later runs at batch size `n`, shaped like `maps`."""
         binding = self.session.io_binding()
         out_st = np.empty_like(maps[0], dtype=np.float32)
         out_ae = np.empty_like(maps[1], dtype=np.float32)
         for name, buf in zip(self.output_names, (out_st, out_ae), strict=True):
             binding.bind_output(name, "cpu", 0, np.float32, list(buf.shape), buf.ctypes.data)
         self._bindings[n] = (binding, out_st, out_ae)
-        return self._bindings[n]
 
     def _device_binding(self, batch: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
         """CUDA graphs replay fixed GPU addresses: the input and both maps get GPU buffers
@@ -456,8 +448,22 @@ class Engine:
                 f"engine input must be a C-contiguous uint8 [N,3,H,W] array, "
                 f"got {batch.dtype} {batch.shape}"
             )
-        binding, out_st, out_ae = self._binding(batch)
-        device = self._device_buffers.get(batch.shape[0])
+        n = batch.shape[0]
+        if n not in self._bindings and not self.cuda_graph:
+            # The first run at a batch size finds the map size (its result is the answer,
+            # not a throw-away run); later runs at that size write into bound buffers.
+            try:
+                maps = self.session.run(list(self.output_names), {self.input_name: batch})
+            except Exception as exc:  # onnxruntime raises its own untyped errors
+                raise EngineError(
+                    f"graph run failed ({self.variant} on {self.provider}): {exc}"
+                ) from exc
+            self._bind_outputs(n, maps)
+            return maps[0], maps[1]
+        if n not in self._bindings:
+            self._device_binding(batch)
+        binding, out_st, out_ae = self._bindings[n]
+        device = self._device_buffers.get(n)
         try:
             if device is None:
                 binding.bind_input(
