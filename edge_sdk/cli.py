@@ -165,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"demo: the last demo's output moved to {previous}", file=sys.stderr)
         if not demo.demo_bundle_path().exists():
             print(
-                "demo: building the demo bundle (first run only, about a minute on a 2-core CPU) ...",
+                "demo: building the demo bundle (first run only, about a minute on 2 cores) ...",
                 file=sys.stderr,
             )
         from edge_sdk.training.commands import ProgressPrinter
