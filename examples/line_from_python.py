@@ -5,8 +5,9 @@ Run it (the GenICam simulator from the `genicam` wheel stands in for a camera):
 
     python examples/line_from_python.py --bundle screw.bundle [--camera 0] [--seconds 5]
 
-Without --bundle it builds a tiny stand-in model (brightness, not EfficientAD) so that the
-example runs on a bare checkout.
+Without --bundle it takes the demo bundle that `scripts/demo` caches, and where there is
+none it builds a tiny stand-in model (brightness, not EfficientAD: it rejects every frame)
+so that the example runs on a bare checkout.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_sdk import Inspector, Verdict
-from edge_sdk.pipeline import Pipeline, PipelineOptions
+from edge_sdk.pipeline import Mode, Pipeline, PipelineOptions
 from edge_sdk.sinks import CallbackSink, Inspection, SinkRunner
 from edge_sdk.sources import GenICamSource
 from edge_sdk.sources.profiles import load_profile
@@ -35,6 +36,13 @@ def stand_in_bundle(folder: Path) -> Path:
     from tiny_graphs import brightness_graph, write_tiny_bundle
 
     return write_tiny_bundle(folder / "stand-in.bundle", brightness_graph())
+
+
+def default_bundle(folder: Path) -> Path:
+    from edge_sdk.demo import demo_bundle_path
+
+    demo = demo_bundle_path()
+    return demo if demo.exists() else stand_in_bundle(folder)
 
 
 def main() -> None:
@@ -57,7 +65,8 @@ def main() -> None:
             )
 
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = args.bundle or stand_in_bundle(Path(tmp))
+        bundle = args.bundle or default_bundle(Path(tmp))
+        print(f"bundle {bundle}")
         camera = GenICamSource(
             args.camera, profile=load_profile(REPO / "calibration" / "viky-mono8.yaml")
         )
@@ -67,7 +76,9 @@ def main() -> None:
                 camera,
                 inspector,
                 [SinkRunner(CallbackSink(on_result))],
-                PipelineOptions(deadline_ms=1000),
+                # The simulator streams freely: inspect the newest frame (free run). A
+                # triggered camera, where every frame is a part, wants Mode.PER_PART.
+                PipelineOptions(mode=Mode.FREE_RUN, deadline_ms=1000),
             )
             line.start()
             try:
@@ -82,9 +93,11 @@ def main() -> None:
                 line.close()  # finishes or fails safe every frame in flight
             snap = line.snapshot()
             verdicts.pop("reported", None)
+            infer = snap["latency_ms"].get("infer", {}).get("p50", float("nan"))
             print(
-                f"{snap['frames']} frames, verdicts {dict(verdicts)}, "
-                f"infer p50 {snap['latency_ms']['infer']['p50']:.2f} ms"
+                f"{snap['frames']} frames, {snap['results']} inspected "
+                f"({snap['dropped_free_run']} replaced by newer ones), verdicts "
+                f"{dict(verdicts)}, infer p50 {infer:.2f} ms"
             )
 
 

@@ -4,6 +4,8 @@ lines to a file, SIGTERM in the middle of a burst, and a PLC that dies mid-run."
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -135,7 +137,7 @@ def test_plc_stops_answering_mid_run(tmp_path: Path) -> None:
     assert modbus["state"] != "ok"
 
 
-def test_line_from_python_example() -> None:
+def test_line_from_python_example(tmp_path: Path) -> None:
     if simulator_path() is None:
         pytest.skip("the genicam wheel's viky.cti simulator is not installed")
     proc = subprocess.run(
@@ -143,10 +145,15 @@ def test_line_from_python_example() -> None:
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)},  # no demo bundle: the stand-in
     )
     assert proc.returncode == 0, proc.stderr
+    assert "stand-in.bundle" in proc.stdout
     assert "on-demand check of a white image: NOK" in proc.stdout
-    assert " frames, verdicts {" in proc.stdout
+    inspected = re.search(r"(\d+) frames, (\d+) inspected \((\d+) replaced", proc.stdout)
+    assert inspected, proc.stdout
+    frames, results, replaced = map(int, inspected.groups())
+    assert frames > 0 and results + replaced <= frames and results > 0
 
 
 def test_camera_line_sink_names_the_missing_feature(tmp_path: Path) -> None:
