@@ -142,10 +142,10 @@ def run_model(model: str, folder: Path, rounds: int, probes: tuple[str, ...]) ->
     from inspector_overhead import random_bundle
 
     from edge_sdk import Bundle, Inspector
-    from edge_sdk.engine import Engine, EngineOptions
     from edge_sdk.errors import EdgeADError
-    from edge_sdk.synthetic import good_part
-    from edge_sdk.variants import add_variant
+    from edge_sdk.runtime.engine import Engine, EngineOptions
+    from edge_sdk.runtime.variants import add_variant
+    from edge_sdk.tools.synthetic import good_part
 
     out: dict[str, Any] = {"architecture": ARCH[model]}
     t0 = time.perf_counter()
@@ -242,7 +242,7 @@ def run_model(model: str, folder: Path, rounds: int, probes: tuple[str, ...]) ->
     def bench() -> dict[str, Any]:
         # `edge-ad bench --device cuda`: the product's own benchmark, PyTorch on the GPU as
         # its reference.
-        from edge_sdk.bench import BenchOptions, run_bench
+        from edge_sdk.tools.bench import BenchOptions, run_bench
 
         return run_bench(str(path), BenchOptions(devices=("cuda",), rounds=50))
 

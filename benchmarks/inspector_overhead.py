@@ -3,7 +3,7 @@
 Interleaves, image by image, (a) a bare `session.run` of the graph on an already prepared
 uint8 batch and (b) `Inspector.inspect` on a camera-sized image (preprocessing, graph,
 normalisation, decision), so machine noise hits both alike. Both use the same ONNX Runtime
-session (the engine's settings: no thread spinning, see edge_sdk/engine.py): a second
+session (the engine's settings: no thread spinning, see edge_sdk/runtime/engine.py): a second
 session in the process would change the result by competing for the cores. Prints
 medians, p99 and the ratio; writes the figures to benchmarks/results/.
 
@@ -31,7 +31,7 @@ def random_bundle(folder: Path, architecture: str, *, int8: bool = False) -> Pat
     int8 variant when asked (gate overridden: random weights decide nothing)."""
     import torch
 
-    from edge_sdk.synthetic import good_part
+    from edge_sdk.tools.synthetic import good_part
     from edge_sdk.training import networks
     from edge_sdk.training.export import export_bundle
     from edge_sdk.training.recipe import INPUT_RESIZE
@@ -52,7 +52,7 @@ def random_bundle(folder: Path, architecture: str, *, int8: bool = False) -> Pat
     )
     if not int8:
         return bundle
-    from edge_sdk.variants import add_variant
+    from edge_sdk.runtime.variants import add_variant
 
     good = [good_part(rng) for _ in range(8)]
     out, _ = add_variant(
@@ -75,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from edge_sdk import Bundle, Inspector
-    from edge_sdk.preprocess import to_model_input
+    from edge_sdk.runtime.preprocess import to_model_input
 
     with tempfile.TemporaryDirectory() as tmp:
         path = (

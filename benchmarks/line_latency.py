@@ -37,7 +37,7 @@ def main() -> None:
     from servers import ModbusPLC
 
     from edge_sdk import Inspector
-    from edge_sdk.pipeline import Pipeline, PipelineOptions
+    from edge_sdk.line.pipeline import Pipeline, PipelineOptions
     from edge_sdk.sinks import build_runner, parse_sink_configs
     from edge_sdk.sources.files import FolderSource
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_sdk.preprocess import Scratch, to_model_input
+from edge_sdk.runtime.preprocess import Scratch, to_model_input
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"

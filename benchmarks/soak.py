@@ -152,9 +152,9 @@ def main() -> int:
     from servers import Mosquitto, free_port
     from tiny_graphs import brightness_graph, write_tiny_bundle
 
-    from edge_sdk.config import LineConfig
-    from edge_sdk.pipeline import Pipeline
-    from edge_sdk.service import run_line
+    from edge_sdk.line.config import LineConfig
+    from edge_sdk.line.pipeline import Pipeline
+    from edge_sdk.line.service import run_line
     from edge_sdk.sources.genicam import GenICamSource, destroy_acquirer
 
     work = Path(tempfile.mkdtemp(prefix="edge-ad-soak-"))

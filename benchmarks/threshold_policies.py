@@ -30,9 +30,9 @@ DRAWS = 200
 
 def main() -> int:
     from edge_sdk import Bundle, Inspector
-    from edge_sdk.calibration import split_indices
+    from edge_sdk.calibration.quantiles import split_indices
+    from edge_sdk.calibration.thresholds import choose_threshold, outcome
     from edge_sdk.evaluation.dataset import find_test_set, read_image
-    from edge_sdk.thresholds import choose_threshold, outcome
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", help="MVTec-style set the bundle was trained on")

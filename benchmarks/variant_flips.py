@@ -27,9 +27,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main() -> int:
     from edge_sdk import Bundle, Inspector, Verdict
-    from edge_sdk.bench import installed_devices
     from edge_sdk.evaluation.dataset import find_test_set, read_image
     from edge_sdk.evaluation.metrics import auroc
+    from edge_sdk.tools.bench import installed_devices
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", help="data set folder with test/good and test/<defect>")

@@ -20,20 +20,20 @@ from edge_sdk.errors import (
 from edge_sdk.records import Frame, Latency, Result, Verdict
 
 if TYPE_CHECKING:
-    from edge_sdk.bundle import Bundle, write_bundle
-    from edge_sdk.engine import Engine, EngineOptions
-    from edge_sdk.inspector import Inspector
-    from edge_sdk.manifest import Manifest
+    from edge_sdk.runtime.bundle import Bundle, write_bundle
+    from edge_sdk.runtime.engine import Engine, EngineOptions
+    from edge_sdk.runtime.inspector import Inspector
+    from edge_sdk.runtime.manifest import Manifest
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Bundle": "edge_sdk.bundle",
-    "write_bundle": "edge_sdk.bundle",
-    "Engine": "edge_sdk.engine",
-    "EngineOptions": "edge_sdk.engine",
-    "Inspector": "edge_sdk.inspector",
-    "Manifest": "edge_sdk.manifest",
+    "Bundle": "edge_sdk.runtime.bundle",
+    "write_bundle": "edge_sdk.runtime.bundle",
+    "Engine": "edge_sdk.runtime.engine",
+    "EngineOptions": "edge_sdk.runtime.engine",
+    "Inspector": "edge_sdk.runtime.inspector",
+    "Manifest": "edge_sdk.runtime.manifest",
 }
 
 __all__ = [

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_sdk.cli_options import add_engine_options
-from edge_sdk.engine import DEVICES
 from edge_sdk.errors import EdgeADError
+from edge_sdk.runtime.engine import DEVICES
 
 EXIT_OK, EXIT_NOK, EXIT_USAGE, EXIT_ERROR_VERDICT, EXIT_FAILED = 0, 1, 2, 3, 4
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp"}
@@ -64,9 +64,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
-    from edge_sdk.inspector import Inspector
-    from edge_sdk.overlay import write_image
     from edge_sdk.records import Verdict
+    from edge_sdk.runtime.inspector import Inspector
+    from edge_sdk.runtime.overlay import write_image
 
     images = find_images(args.images)
     if not images:
@@ -140,8 +140,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from edge_sdk.config import load_config
-    from edge_sdk.service import run_line, run_warnings, sink_lines, status_line
+    from edge_sdk.line.config import load_config
+    from edge_sdk.line.service import run_line, run_warnings, sink_lines, status_line
 
     overrides: dict[str, Any] = {
         "camera": args.camera,
@@ -157,7 +157,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides["health"] = {"port": args.health_port}
     on_started = None
     if args.demo:
-        from edge_sdk import demo
+        from edge_sdk.tools import demo
 
         out_dir = Path(args.out or "edge-ad-demo").expanduser().absolute()
         previous = demo.fresh_output(out_dir)
@@ -260,7 +260,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from edge_sdk.bench import BenchOptions, format_report, run_bench
+    from edge_sdk.tools.bench import BenchOptions, format_report, run_bench
 
     options = BenchOptions(
         devices=tuple(args.devices or ()),
@@ -296,7 +296,7 @@ def _read_images(folder: str | None) -> list[Any]:
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
-    from edge_sdk.variants import VariantKind, add_variant
+    from edge_sdk.runtime.variants import VariantKind, add_variant
 
     good, bad = _read_images(args.good), _read_images(args.bad)
     chosen: list[tuple[VariantKind, bool]] = [("int8", args.int8), ("fp16", args.fp16)]
@@ -326,7 +326,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle_info(args: argparse.Namespace) -> int:
-    from edge_sdk.bundle import Bundle, describe
+    from edge_sdk.runtime.bundle import Bundle, describe
 
     info = describe(Bundle.open(args.bundle))
     if args.json:
@@ -373,7 +373,7 @@ def cmd_bundle_info(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle_verify(args: argparse.Namespace) -> int:
-    from edge_sdk.verify import verify_bundle
+    from edge_sdk.runtime.verify import verify_bundle
 
     report = verify_bundle(args.bundle)
     if args.json:
@@ -386,7 +386,7 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from edge_sdk.doctor import collect, format_report
+    from edge_sdk.tools.doctor import collect, format_report
 
     report = collect()
     if args.json:
@@ -441,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--camera", help="camera alias, serial, user-defined name or index")
     r.add_argument("--bundle", help="the *.bundle file or directory")
-    r.add_argument("--config", help="line config YAML (see edge_sdk/config.py)")
+    r.add_argument("--config", help="line config YAML (see edge_sdk/line/config.py)")
     r.add_argument("--device", choices=list(DEVICES))
     r.add_argument("--mode", choices=["per_part", "free_run"])
     r.add_argument("--deadline-ms", type=float, help="acquisition-to-verdict deadline")

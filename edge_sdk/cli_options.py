@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edge_sdk.engine import DEVICES
+from edge_sdk.runtime.engine import DEVICES
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:

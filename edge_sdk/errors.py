@@ -6,8 +6,8 @@ Every error derives from one root, so a caller can catch them all::
      +-- BundleError            a bundle cannot be read, is corrupt or inconsistent
      |    +-- BundleIntegrityError   a graph's sha256 differs from the manifest's
      +-- EngineError            ONNX Runtime cannot build a session or run the graph
-     +-- ImageError             an image the model cannot take (edge_sdk.preprocess)
-     +-- ParityError            a graph variant changed verdicts (edge_sdk.variants)
+     +-- ImageError             an image the model cannot take (edge_sdk.runtime.preprocess)
+     +-- ParityError            a graph variant changed verdicts (edge_sdk.runtime.variants)
      +-- SourceError            a frame source failed (edge_sdk.sources.errors: timeouts,
      |                          end of stream, closed, pixel formats)
      +-- SinkError              a sink could not deliver (edge_sdk.sinks.errors)

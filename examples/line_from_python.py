@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_sdk import Inspector, Verdict
-from edge_sdk.pipeline import Mode, Pipeline, PipelineOptions
+from edge_sdk.line.pipeline import Mode, Pipeline, PipelineOptions
 from edge_sdk.sinks import CallbackSink, Inspection, SinkRunner
 from edge_sdk.sources import GenICamSource
 from edge_sdk.sources.profiles import load_profile
@@ -39,7 +39,7 @@ def stand_in_bundle(folder: Path) -> Path:
 
 
 def default_bundle(folder: Path) -> Path:
-    from edge_sdk.demo import demo_bundle_path
+    from edge_sdk.tools.demo import demo_bundle_path
 
     demo = demo_bundle_path()
     return demo if demo.exists() else stand_in_bundle(folder)

@@ -25,7 +25,7 @@ def data_set(name: str) -> Path:
 
 
 def good_images(n: int, *, seed: int = 0, size: tuple[int, int] = (256, 256)) -> list[np.ndarray]:
-    from edge_sdk.synthetic import good_part
+    from edge_sdk.tools.synthetic import good_part
 
     rng = np.random.default_rng(seed)
     return [good_part(rng, height=size[0], width=size[1]) for _ in range(n)]
@@ -50,7 +50,7 @@ def s_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         teacher_std=torch.ones(384),
         calibration_images=good_images(6),
         name="random-s",
-        calibration_source="generated good parts (edge_sdk.synthetic)",
+        calibration_source="generated good parts (edge_sdk.tools.synthetic)",
     )
 
 

@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from edge_sdk import Bundle, BundleError, BundleIntegrityError, Inspector
-from edge_sdk import bundle as bundle_mod
-from edge_sdk.bundle import write_bundle
-from edge_sdk.verify import verify_bundle
+from edge_sdk.runtime import bundle as bundle_mod
+from edge_sdk.runtime.bundle import write_bundle
+from edge_sdk.runtime.verify import verify_bundle
 
 
 def test_written_bundle_round_trips(s_bundle: Path) -> None:
@@ -214,7 +214,7 @@ def test_member_over_the_size_cap(s_bundle: Path, monkeypatch: pytest.MonkeyPatc
 
 _OPEN_AND_MEASURE = """
 import sys
-from edge_sdk.bundle import Bundle
+from edge_sdk.runtime.bundle import Bundle
 from edge_sdk.errors import BundleError
 try:
     Bundle.open(sys.argv[1]).graph()

@@ -17,15 +17,16 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_sdk import Bundle, BundleError, EdgeADError, Inspector, Verdict, calibration
-from edge_sdk.engine import Engine, EngineOptions
+from edge_sdk import Bundle, BundleError, EdgeADError, Inspector, Verdict
+from edge_sdk.calibration import quantiles as calibration
+from edge_sdk.runtime.engine import Engine, EngineOptions
 
 pytest.importorskip("onnx")
 from tiny_graphs import brightness_graph, write_tiny_bundle
 
-from edge_sdk import recalibrate as recalibrate_module
+from edge_sdk.calibration import recalibrate as recalibrate_module
+from edge_sdk.calibration.recalibrate import recalibrate
 from edge_sdk.evaluation.commands import add_calibrate_parser
-from edge_sdk.recalibrate import recalibrate
 
 
 def flat(brightness: int, size: tuple[int, int] = (120, 160)) -> np.ndarray:

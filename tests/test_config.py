@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_sdk.config import load_config
 from edge_sdk.errors import ConfigError
+from edge_sdk.line.config import load_config
 
 
 def write(path: Path, text: str) -> Path:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_sdk import doctor
-from edge_sdk.doctor import collect, format_report
-from edge_sdk.producers import ENV_VAR, simulator_path
+from edge_sdk.sources.producers import ENV_VAR, simulator_path
+from edge_sdk.tools import doctor
+from edge_sdk.tools.doctor import collect, format_report
 
 NO_VENDOR_PRODUCER = "no GenTL producer other than the simulator"
 

@@ -18,7 +18,7 @@ from conftest import data_set
 from edge_sdk.evaluation import dataset, metrics, plots, report
 from edge_sdk.evaluation.commands import add_eval_parser
 from edge_sdk.evaluation.report import evaluate_bundle, format_summary
-from edge_sdk.synthetic import defective_part, good_part
+from edge_sdk.tools.synthetic import defective_part, good_part
 
 pytest.importorskip("onnx")
 from tiny_graphs import brightness_graph, write_tiny_bundle

@@ -20,7 +20,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "full_recipe.py"
 
 
 def _parts(root: Path) -> Path:
-    from edge_sdk.synthetic import defective_part
+    from edge_sdk.tools.synthetic import defective_part
 
     rng = np.random.default_rng(0)
     for folder, images in (
@@ -58,7 +58,7 @@ def test_full_recipe_on_a_tiny_budget(tmp_path: Path) -> None:
     assert 0.0 <= entry["image_auroc"] <= 1.0 and entry["at_threshold"]["escapes"]["of"] == 3
     assert (out / "teacher.pth").is_file() and (out / "parts.bundle").exists()
     assert (out / "parts.eval" / "report.json").is_file()
-    from edge_sdk.bundle import Bundle
+    from edge_sdk.runtime.bundle import Bundle
 
     record = Bundle.open(out / "parts.bundle").manifest.training
     assert record["teacher"]["sha256"] == figures["teacher"]["sha256"]

@@ -14,10 +14,10 @@ from servers import Mosquitto, Subscriber, wait_until
 from test_pipeline import Collect
 
 from edge_sdk import Inspector, Verdict
-from edge_sdk.pipeline import Pipeline, PipelineOptions
-from edge_sdk.producers import simulator_path
+from edge_sdk.line.pipeline import Pipeline, PipelineOptions
 from edge_sdk.sinks import DeliveryConfig, SinkRunner, build_runner, parse_sink_configs
 from edge_sdk.sources.files import FolderSource
+from edge_sdk.sources.producers import simulator_path
 
 pytest.importorskip("onnx")
 from tiny_graphs import brightness_graph, write_tiny_bundle
@@ -161,8 +161,8 @@ def test_a_lost_camera_raises_the_fault_on_every_signal(tmp_path: Path) -> None:
 
     from servers import ModbusPLC, free_port
 
-    from edge_sdk.config import LineConfig
-    from edge_sdk.service import run_line
+    from edge_sdk.line.config import LineConfig
+    from edge_sdk.line.service import run_line
 
     plc, broker = ModbusPLC().start(), Mosquitto(tmp_path).start()
     subscriber = Subscriber(broker.port, "line/#")

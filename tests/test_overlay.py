@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_sdk import overlay
 from edge_sdk.errors import EdgeADError
-from edge_sdk.overlay import (
+from edge_sdk.records import Verdict
+from edge_sdk.runtime import overlay
+from edge_sdk.runtime.overlay import (
     VERDICT_COLORS,
     color_index,
     encode_jpeg,
@@ -19,7 +20,6 @@ from edge_sdk.overlay import (
     render_overlay,
     write_image,
 )
-from edge_sdk.records import Verdict
 
 H, W = 300, 400
 WHITE = np.array([255, 255, 255], np.uint8)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edge_sdk import Inspector, Verdict
-from edge_sdk.pipeline import Mode, Pipeline, PipelineOptions
+from edge_sdk.line.pipeline import Mode, Pipeline, PipelineOptions
 from edge_sdk.sinks.base import Inspection
 from edge_sdk.sources.files import FolderSource
 

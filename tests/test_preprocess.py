@@ -13,9 +13,15 @@ import pytest
 from conftest import data_set
 
 from edge_sdk import BundleError
-from edge_sdk import preprocess as preprocess_mod
-from edge_sdk.bundle import Bundle, dump_manifest, example_manifest, parse_manifest, write_bundle
-from edge_sdk.preprocess import RESIZE_MODES, Scratch, resize_area_fast, to_model_input
+from edge_sdk.runtime import preprocess as preprocess_mod
+from edge_sdk.runtime.bundle import (
+    Bundle,
+    dump_manifest,
+    example_manifest,
+    parse_manifest,
+    write_bundle,
+)
+from edge_sdk.runtime.preprocess import RESIZE_MODES, Scratch, resize_area_fast, to_model_input
 
 # Camera frames, odd and non-square ones, sizes just around the 512 px switch-over, and
 # sizes at or under the 256 px output (upscaling in one or both axes).

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_sdk import producers
 from edge_sdk.errors import ConfigError
-from edge_sdk.producers import ENV_VAR, Producer, find_producers, simulator_path
+from edge_sdk.sources import producers
+from edge_sdk.sources.producers import ENV_VAR, Producer, find_producers, simulator_path
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +79,7 @@ def test_environment_accepts_a_file_and_skips_stale_entries(
         str(direct),
     ]
     monkeypatch.setenv(ENV_VAR, os.pathsep.join(entries))
-    with caplog.at_level(logging.WARNING, logger="edge_sdk.producers"):
+    with caplog.at_level(logging.WARNING, logger="edge_sdk.sources.producers"):
         found = find_producers(include_simulator=False)
     assert found == [Producer(path=direct, origin="GENICAM_GENTL64_PATH")]
     logged = caplog.text

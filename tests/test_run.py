@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_sdk.producers import simulator_path
+from edge_sdk.sources.producers import simulator_path
 
 pytest.importorskip("onnx")
 from tiny_graphs import brightness_graph, write_tiny_bundle

@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_sdk.config import load_config
-from edge_sdk.notify import Notifier
-from edge_sdk.service import run_line
+from edge_sdk.line.config import load_config
+from edge_sdk.line.notify import Notifier
+from edge_sdk.line.service import run_line
 
 pytest.importorskip("onnx")
 from tiny_graphs import brightness_graph, write_tiny_bundle
@@ -89,8 +89,8 @@ def test_no_watchdog_ping_when_nothing_flows(notify_socket, tmp_path: Path) -> N
     path, messages = notify_socket
     notifier = Notifier({"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "300000"})
     from edge_sdk import Inspector
-    from edge_sdk.pipeline import Pipeline
-    from edge_sdk.service import _supervise
+    from edge_sdk.line.pipeline import Pipeline
+    from edge_sdk.line.service import _supervise
     from edge_sdk.sources.files import FolderSource
 
     inspector = Inspector.open(
@@ -119,8 +119,8 @@ def get(url: str) -> tuple[int, bytes, str]:
 
 def test_health_endpoint(tmp_path: Path) -> None:
     from edge_sdk import Inspector
-    from edge_sdk.health import HealthServer
-    from edge_sdk.pipeline import Pipeline
+    from edge_sdk.line.health import HealthServer
+    from edge_sdk.line.pipeline import Pipeline
     from edge_sdk.sources.files import FolderSource
 
     inspector = Inspector.open(
@@ -156,7 +156,8 @@ def test_health_endpoint(tmp_path: Path) -> None:
 def test_module_doctests() -> None:
     import doctest
 
-    from edge_sdk import demo, pipeline, service
+    from edge_sdk.line import pipeline, service
+    from edge_sdk.tools import demo
 
     assert doctest.testmod(pipeline).failed == 0
     assert doctest.testmod(service).failed == 0
@@ -164,7 +165,7 @@ def test_module_doctests() -> None:
 
 
 def test_a_demo_starts_fresh_and_keeps_the_last_one_aside(tmp_path: Path) -> None:
-    from edge_sdk.demo import fresh_output
+    from edge_sdk.tools.demo import fresh_output
 
     out = tmp_path / "demo"
     assert fresh_output(out) is None  # nothing yet

@@ -24,7 +24,6 @@ import pytest
 pytest.importorskip("harvesters", reason="harvesters is not installed (pip install .[camera])")
 
 from edge_sdk.errors import ConfigError
-from edge_sdk.producers import ENV_VAR, simulator_path
 from edge_sdk.sources import (
     CameraNotFoundError,
     CameraProfile,
@@ -39,6 +38,7 @@ from edge_sdk.sources import (
     select_camera,
 )
 from edge_sdk.sources.commands import add_cameras_parser
+from edge_sdk.sources.producers import ENV_VAR, simulator_path
 
 REPO = Path(__file__).resolve().parents[1]
 VIKY_PROFILE = REPO / "calibration" / "viky-mono8.yaml"

@@ -22,7 +22,6 @@ import pytest
 
 pytest.importorskip("harvesters", reason="harvesters is not installed (pip install .[camera])")
 
-from edge_sdk.producers import ENV_VAR
 from edge_sdk.sources import (
     CameraNotFoundError,
     CameraProfile,
@@ -32,6 +31,7 @@ from edge_sdk.sources import (
     list_cameras,
     select_camera,
 )
+from edge_sdk.sources.producers import ENV_VAR
 
 FILES = ("TLSimu.cti", "libVirtualFG.so")  # the .cti loads the library from its own folder
 

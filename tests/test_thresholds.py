@@ -8,10 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from edge_sdk import thresholds
-from edge_sdk.calibration import threshold_for_false_reject_rate
-from edge_sdk.manifest import Threshold
-from edge_sdk.thresholds import (
+from edge_sdk.calibration import thresholds
+from edge_sdk.calibration.quantiles import threshold_for_false_reject_rate
+from edge_sdk.calibration.thresholds import (
     choose_threshold,
     f1_threshold,
     frr_threshold,
@@ -19,6 +18,7 @@ from edge_sdk.thresholds import (
     outcome,
     zero_escape_threshold,
 )
+from edge_sdk.runtime.manifest import Threshold
 
 GOOD = [0.10, 0.12, 0.15, 0.20, 0.22, 0.25, 0.30, 0.31, 0.40, 0.55]
 BAD = [0.35, 0.50, 0.60, 0.90, 1.20]

@@ -16,7 +16,7 @@ import torch
 from conftest import data_set
 
 from edge_sdk.errors import ConfigError
-from edge_sdk.preprocess import to_model_input
+from edge_sdk.runtime.preprocess import to_model_input
 from edge_sdk.training.data import (
     PenaltyImages,
     SampleOrder,

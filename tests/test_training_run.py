@@ -125,9 +125,9 @@ def test_short_run_through_the_cli_gives_a_bundle_the_runtime_runs(
     parts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from edge_sdk import Inspector
-    from edge_sdk.bundle import Bundle
     from edge_sdk.records import Verdict
-    from edge_sdk.synthetic import defective_part
+    from edge_sdk.runtime.bundle import Bundle
+    from edge_sdk.tools.synthetic import defective_part
 
     parser = argparse.ArgumentParser(prog="edge-ad")
     add_train_parser(parser.add_subparsers(dest="command"))
@@ -312,7 +312,7 @@ def test_bf16_is_the_default_where_the_cpu_runs_it_natively() -> None:
 def test_time_budget_sets_the_steps_from_measured_steps(
     parts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from edge_sdk.bundle import Bundle
+    from edge_sdk.runtime.bundle import Bundle
     from edge_sdk.training.commands import parse_duration
     from edge_sdk.training.train import plan_for_budget
 

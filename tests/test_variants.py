@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_sdk import Bundle, Inspector
-from edge_sdk.synthetic import defective_part, good_part
+from edge_sdk.tools.synthetic import defective_part, good_part
 
 pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
@@ -23,7 +23,7 @@ def images() -> tuple[list[np.ndarray], list[np.ndarray]]:
 def test_int8_variant_is_recorded_and_preferred_on_cpu(
     s_bundle: Path, tmp_path: Path, images
 ) -> None:
-    from edge_sdk.variants import add_variant
+    from edge_sdk.runtime.variants import add_variant
 
     good, bad = images
     out, report = add_variant(
@@ -47,10 +47,10 @@ def test_int8_variant_is_recorded_and_preferred_on_cpu(
 
 
 def test_float32_re_decides_parts_near_the_threshold(s_bundle: Path, tmp_path: Path, images):
-    from edge_sdk.engine import Engine, EngineOptions
     from edge_sdk.errors import EngineError
     from edge_sdk.records import Verdict
-    from edge_sdk.variants import add_variant
+    from edge_sdk.runtime.engine import Engine, EngineOptions
+    from edge_sdk.runtime.variants import add_variant
 
     good, bad = images
     out, _ = add_variant(
@@ -97,9 +97,9 @@ def test_gate_refuses_a_variant_that_flips_a_verdict(
 
     import yaml
 
-    from edge_sdk.engine import Engine, EngineOptions
-    from edge_sdk.scoring import MapScorer
-    from edge_sdk.variants import ParityError, _batches, add_variant, quantize_int8
+    from edge_sdk.runtime.engine import Engine, EngineOptions
+    from edge_sdk.runtime.scoring import MapScorer
+    from edge_sdk.runtime.variants import ParityError, _batches, add_variant, quantize_int8
 
     good, bad = images
     bundle = Bundle.open(s_bundle)
@@ -132,7 +132,7 @@ def test_gate_refuses_a_variant_that_flips_a_verdict(
 
 
 def test_fp16_variant_parity(s_bundle: Path, tmp_path: Path, images) -> None:
-    from edge_sdk.variants import add_variant
+    from edge_sdk.runtime.variants import add_variant
 
     good, bad = images
     out, report = add_variant(
@@ -147,7 +147,7 @@ def test_fp16_keeps_the_map_arithmetic_in_float32(s_bundle: Path) -> None:
     import onnx
     from onnx import TensorProto
 
-    from edge_sdk.variants import FP16_OPS, convert_fp16
+    from edge_sdk.runtime.variants import FP16_OPS, convert_fp16
 
     model = onnx.load_from_string(convert_fp16(Bundle.open(s_bundle).graph()))
     del model.graph.value_info[:]  # the converter's own notes; infer the types afresh
@@ -191,7 +191,7 @@ def test_pytorch_reference_runs_the_same_weights(s_bundle: Path) -> None:
 
 
 def test_bench_report(s_bundle: Path) -> None:
-    from edge_sdk.bench import BenchOptions, format_report, run_bench
+    from edge_sdk.tools.bench import BenchOptions, format_report, run_bench
 
     options = BenchOptions(devices=("cpu",), rounds=1, batches=(1, 2))
     report = run_bench(str(s_bundle), options)
@@ -214,7 +214,11 @@ def test_int8_ranges_have_headroom_and_the_image_is_exact(s_bundle: Path, images
     import onnx
     from onnx import numpy_helper
 
-    from edge_sdk.variants import ACTIVATION_HEADROOM, quantize_int8, widen_activation_ranges
+    from edge_sdk.runtime.variants import (
+        ACTIVATION_HEADROOM,
+        quantize_int8,
+        widen_activation_ranges,
+    )
 
     good, _ = images
     graph = quantize_int8(Bundle.open(s_bundle).graph(), good)
@@ -245,7 +249,7 @@ def test_widened_biases_keep_the_step_onnx_runtime_fuses_on(s_bundle: Path, imag
     import onnx
     from onnx import numpy_helper
 
-    from edge_sdk.variants import quantize_int8
+    from edge_sdk.runtime.variants import quantize_int8
 
     model = onnx.load_from_string(quantize_int8(Bundle.open(s_bundle).graph(), images[0]))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}

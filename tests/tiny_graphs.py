@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-from edge_sdk.bundle import example_manifest, write_bundle
+from edge_sdk.runtime.bundle import example_manifest, write_bundle
 
 
 def _graph(nodes: list, *, extra_init: list | None = None) -> bytes:

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edge_sdk.calibration.thresholds import POLICIES
 from edge_sdk.cli_options import add_engine_options
-from edge_sdk.engine import DEVICES
-from edge_sdk.thresholds import POLICIES
+from edge_sdk.runtime.engine import DEVICES
 
 EXIT_OK, EXIT_USAGE = 0, 2
 POLICY_CHOICES = list(POLICIES)
@@ -158,9 +158,9 @@ def _load_all(paths: list[Path]) -> Iterator[Any]:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Write the recalibrated bundle; print what changed."""
-    from edge_sdk.bundle import Bundle
+    from edge_sdk.calibration.recalibrate import recalibrate
     from edge_sdk.evaluation.dataset import list_images
-    from edge_sdk.recalibrate import recalibrate
+    from edge_sdk.runtime.bundle import Bundle
 
     if args.policy not in (None, "robust", "frr") and not args.bad:
         print(

@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_sdk.calibration import wilson_interval
+from edge_sdk.calibration.quantiles import wilson_interval
 
 PRO_FPR_LIMIT = 0.3  # MVTec AD integrates the PRO curve up to this false-positive rate
 _CHUNK = 1 << 20  # values per vectorised step: bounds the int64 temporaries to 8 MB

@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from edge_sdk.engine import Device
 from edge_sdk.evaluation.dataset import Sample, TestSet, find_test_set, read_image, read_mask
 from edge_sdk.evaluation.metrics import PixelScores, auroc, rate, roc_curve
-from edge_sdk.inspector import Inspector
 from edge_sdk.records import Result, Verdict
+from edge_sdk.runtime.engine import Device
+from edge_sdk.runtime.inspector import Inspector
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ def write_pictures(
 ) -> dict[str, Any]:
     """Histogram, ROC and worst-case overlays; returns their file names (relative)."""
     from edge_sdk.evaluation.plots import outline_truth, roc_image, score_histogram_image
-    from edge_sdk.overlay import write_image
+    from edge_sdk.runtime.overlay import write_image
 
     threshold = inspector.image_threshold
     at = report["at_threshold"]

@@ -27,7 +27,7 @@ class Inspection:
 
     def full_map(self) -> np.ndarray | None:
         """The anomaly map at the frame's size, or None for an ERROR without a map."""
-        from edge_sdk.scoring import upsample
+        from edge_sdk.runtime.scoring import upsample
 
         if self.result.anomaly_map is None:
             return None
@@ -37,7 +37,7 @@ class Inspection:
     def overlay(self) -> np.ndarray:
         """The operator's picture (heatmap, contours, verdict). Costly at full size: sinks
         call it off the critical path, only for what they keep."""
-        from edge_sdk.overlay import render_error_overlay, render_overlay
+        from edge_sdk.runtime.overlay import render_error_overlay, render_overlay
 
         full = self.full_map()
         if full is None:

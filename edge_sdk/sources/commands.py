@@ -88,8 +88,8 @@ def cmd_cameras(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> dict[str, Any]:
-    from edge_sdk.producers import find_producers
     from edge_sdk.sources.discovery import list_cameras, select_camera
+    from edge_sdk.sources.producers import find_producers
 
     aliases = _aliases(args.alias)
     producers = find_producers(args.producer, include_simulator=not args.no_simulator)

@@ -1,6 +1,6 @@
 """Finding GenICam cameras and resolving the name a user gave to one device.
 
-Every device of every GenTL producer from `edge_sdk.producers.find_producers` is listed
+Every device of every GenTL producer from `edge_sdk.sources.producers.find_producers` is listed
 through one Harvester, so the index shown by ``edge-ad cameras`` is the index that
 ``--camera 2`` opens.
 
@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_sdk.errors import ConfigError, require
-from edge_sdk.producers import Producer, find_producers
 from edge_sdk.sources.errors import CameraNotFoundError
+from edge_sdk.sources.producers import Producer, find_producers
 
 __all__ = [
     "CameraInfo",
@@ -160,7 +160,7 @@ def describe(harvester: Any) -> list[CameraInfo]:
 def list_cameras(
     producer_paths: Sequence[str | os.PathLike[str]] = (), *, include_simulator: bool = True
 ) -> list[CameraInfo]:
-    """Every device of every GenTL producer found (see `edge_sdk.producers`).
+    """Every device of every GenTL producer found (see `edge_sdk.sources.producers`).
 
     >>> [c.serial for c in list_cameras() if c.model == "Viky"]
     ['0', '1', '2']

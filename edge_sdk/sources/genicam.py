@@ -41,7 +41,6 @@ from typing import Any
 
 import numpy as np
 
-from edge_sdk.producers import find_producers
 from edge_sdk.records import Frame
 from edge_sdk.sources.base import FrameSource
 from edge_sdk.sources.discovery import (
@@ -60,6 +59,7 @@ from edge_sdk.sources.errors import (
 )
 from edge_sdk.sources.pixel_formats import decode, frame_bytes, output_shape
 from edge_sdk.sources.pool import ArrayPool
+from edge_sdk.sources.producers import find_producers
 from edge_sdk.sources.profiles import CameraProfile, apply_profile
 
 __all__ = ["GenICamSource", "ReconnectPolicy"]

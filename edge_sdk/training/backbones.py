@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from edge_sdk.bundle import file_sha256
 from edge_sdk.errors import ConfigError, MissingDependencyError, require
+from edge_sdk.runtime.bundle import file_sha256
 from edge_sdk.training.networks import IMAGENET_MEAN, IMAGENET_STD
 
 LITE_BACKBONES: tuple[str, ...] = ("lite0", "lite1", "lite2")

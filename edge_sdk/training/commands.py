@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, get_args
 
 from edge_sdk.errors import EdgeADError
-from edge_sdk.manifest import ResizeMode
+from edge_sdk.runtime.manifest import ResizeMode
 
 if TYPE_CHECKING:
     pass
@@ -318,7 +318,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def print_threshold_notes(bundle: Path, stream: TextIO) -> None:
     """What the calibration says about its own reliability, loudly: a threshold set on too
     few good images is a guess, and the user must hear it before the bundle goes to a line."""
-    from edge_sdk.bundle import Bundle
+    from edge_sdk.runtime.bundle import Bundle
 
     policy = Bundle.open(bundle).manifest.threshold.policy
     notes = policy.get("notes", [])

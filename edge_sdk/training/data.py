@@ -1,7 +1,7 @@
 """Training data: good images of a part, the held-out validation split, the autoencoder's
 augmentation and the penalty photos.
 
-Images go through :func:`edge_sdk.preprocess.to_model_input`, the function the runtime
+Images go through :func:`edge_sdk.runtime.preprocess.to_model_input`, the function the runtime
 uses, so the networks train on exactly the pixels the line will feed them (resized to
 256x256 as the bundle's ``model.input.resize`` says, grey replicated to three channels,
 BGR -> RGB). The training images are decoded
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from edge_sdk.errors import ConfigError
-from edge_sdk.preprocess import to_model_input
+from edge_sdk.runtime.preprocess import to_model_input
 from edge_sdk.training.networks import IMAGE_SIZE
 from edge_sdk.training.recipe import INPUT_RESIZE
 

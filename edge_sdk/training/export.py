@@ -16,15 +16,15 @@ import torch
 from torch import nn
 
 from edge_sdk import __version__
-from edge_sdk.bundle import sha256_hex, write_bundle
-from edge_sdk.calibration import calibrate
-from edge_sdk.engine import Engine, EngineOptions
-from edge_sdk.manifest import InputSpec, Manifest, ModelSpec
+from edge_sdk.calibration.quantiles import calibrate
+from edge_sdk.runtime.bundle import sha256_hex, write_bundle
+from edge_sdk.runtime.engine import Engine, EngineOptions
+from edge_sdk.runtime.manifest import InputSpec, Manifest, ModelSpec
 from edge_sdk.training.inference_graph import InferenceGraph
 from edge_sdk.training.onnx_export import export_onnx
 
 if TYPE_CHECKING:
-    from edge_sdk.manifest import ResizeMode
+    from edge_sdk.runtime.manifest import ResizeMode
 
 
 def graph_bytes(graph: InferenceGraph, *, height: int = 256, width: int = 256) -> bytes:

@@ -19,9 +19,9 @@ from typing import Any, Literal, get_args
 
 import torch
 
-from edge_sdk.bundle import file_sha256
 from edge_sdk.errors import ConfigError
-from edge_sdk.manifest import ResizeMode
+from edge_sdk.runtime.bundle import file_sha256
+from edge_sdk.runtime.manifest import ResizeMode
 from edge_sdk.training.checkpoint import checkpoint_folder
 from edge_sdk.training.networks import ARCHITECTURES
 

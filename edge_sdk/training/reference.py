@@ -14,7 +14,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from edge_sdk.bundle import Bundle
+from edge_sdk.runtime.bundle import Bundle
 from edge_sdk.training import networks
 from edge_sdk.training.inference_graph import InferenceGraph
 

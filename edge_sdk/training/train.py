@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_sdk.bundle import Bundle
 from edge_sdk.errors import ConfigError
+from edge_sdk.runtime.bundle import Bundle
 from edge_sdk.training.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from edge_sdk.training.data import TrainingData, iter_images
 from edge_sdk.training.losses import P_HARD
@@ -376,7 +376,7 @@ def _add_int8(bundle: Path, train_files: Sequence[Path]) -> str:
     the held-out ones: the threshold was set among their scores, one of them sits on it by
     construction, and the least rounding flips it. A variant the parity gate refuses
     leaves the float32 bundle as it is; says which."""
-    from edge_sdk.variants import ParityError, add_variant
+    from edge_sdk.runtime.variants import ParityError, add_variant
 
     step = max(1, len(train_files) // INT8_IMAGES)
     images = list(iter_images(train_files[::step][:INT8_IMAGES]))

@@ -41,12 +41,12 @@ def cache_dir() -> Path:
 
 
 def profile_path() -> Path:
-    """The simulator's profile: shipped in calibration/ next to the package."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "data" / PROFILE, here.parent / "calibration" / PROFILE):
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError(f"camera profile {PROFILE} not found next to {here}")
+    """The simulator's profile: in the checkout's calibration/ folder, beside the package."""
+    package = Path(__file__).resolve().parents[1]
+    candidate = package.parent / "calibration" / PROFILE
+    if candidate.exists():
+        return candidate
+    raise FileNotFoundError(f"camera profile {PROFILE} not found in {candidate.parent}")
 
 
 def simulator() -> Any:
@@ -93,7 +93,7 @@ def demo_bundle(*, steps: int = DEMO_STEPS, rebuild: bool = False, progress: Any
     out = demo_bundle_path(steps)
     if out.exists() and not rebuild:
         return out
-    from edge_sdk.recalibrate import recalibrate
+    from edge_sdk.calibration.recalibrate import recalibrate
     from edge_sdk.training.train import TrainConfig, cpu_has_fast_bf16, train
 
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -197,7 +197,7 @@ def _onnxruntime(problems: list[str]) -> dict[str, Any]:
     except Exception as exc:
         # The package check above has already reported it as a problem.
         return {"error": f"onnxruntime cannot be imported: {type(exc).__name__}: {exc}"}
-    from edge_sdk.engine import available_providers
+    from edge_sdk.runtime.engine import available_providers
 
     available = available_providers(ort)
     preferred = {name: name in available for name in PREFERRED_PROVIDERS}
@@ -264,7 +264,7 @@ def _gpu(ort_report: dict[str, Any], problems: list[str]) -> dict[str, Any]:
 
 
 def _camera(problems: list[str]) -> dict[str, Any]:
-    from edge_sdk.producers import find_producers
+    from edge_sdk.sources.producers import find_producers
 
     harvesters = _distribution_version("harvesters")
     if harvesters is None:

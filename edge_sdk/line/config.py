@@ -82,7 +82,7 @@ class LineConfig(_Strict):
     # CUDA graphs; unset: on for the CUDA provider, off for TensorRT (see EngineOptions).
     cuda_graph: bool | None = None
     # An int8/fp16 variant's near-threshold parts re-decided by the float32 graph (see
-    # edge_sdk.inspector.RECHECK_FACTOR); false: the variant decides every part alone.
+    # edge_sdk.runtime.inspector.RECHECK_FACTOR); false: the variant decides every part alone.
     recheck: bool = True
     mode: Literal["per_part", "free_run"] = "per_part"
     deadline_ms: float = Field(1000.0, gt=0)

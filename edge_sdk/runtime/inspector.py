@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from edge_sdk.bundle import Bundle
-from edge_sdk.engine import Device, Engine, EngineOptions
-from edge_sdk.manifest import Manifest
-from edge_sdk.preprocess import ImageError, Scratch, check_image, to_model_input
 from edge_sdk.records import Frame, Latency, Result, Verdict
-from edge_sdk.scoring import MapScorer, upsample
+from edge_sdk.runtime.bundle import Bundle
+from edge_sdk.runtime.engine import Device, Engine, EngineOptions
+from edge_sdk.runtime.manifest import Manifest
+from edge_sdk.runtime.preprocess import ImageError, Scratch, check_image, to_model_input
+from edge_sdk.runtime.scoring import MapScorer, upsample
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ class Inspector:
         """The operator's picture: heatmap anchored to the threshold, contours, verdict.
         For an ERROR it is the image (or, if there was none, a grey card) with the
         reason in a magenta banner."""
-        from edge_sdk.overlay import render_error_overlay, render_overlay
+        from edge_sdk.runtime.overlay import render_error_overlay, render_overlay
 
         if result.anomaly_map is None:
             picture = np.full((240, 320), 96, np.uint8)  # no usable picture: the reason shows

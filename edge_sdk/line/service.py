@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edge_sdk.config import LineConfig, describe
 from edge_sdk.errors import ConfigError
-from edge_sdk.inspector import Inspector
-from edge_sdk.notify import Notifier
-from edge_sdk.pipeline import Mode, Pipeline, PipelineOptions, ResultSink
+from edge_sdk.line.config import LineConfig, describe
+from edge_sdk.line.notify import Notifier
+from edge_sdk.line.pipeline import Mode, Pipeline, PipelineOptions, ResultSink
+from edge_sdk.runtime.inspector import Inspector
 from edge_sdk.sources.base import FrameSource
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ def run_line(
         pipeline.start()
         prepare_sinks(sinks)
         if config.health.enabled:
-            from edge_sdk.health import HealthServer
+            from edge_sdk.line.health import HealthServer
 
             health = HealthServer(pipeline, host=config.health.host, port=config.health.port)
             health.start()

@@ -5,7 +5,7 @@ The graphs are copied byte for byte; only the manifest is new. It records its pa
 `<parent name>@sha256:<sha256 of the parent's bundle.yaml>`, so the line can tell which
 calibration it replaced and prove that the graph is the one that was validated.
 
->>> from edge_sdk.recalibrate import recalibrate                      # doctest: +SKIP
+>>> from edge_sdk.calibration.recalibrate import recalibrate                      # doctest: +SKIP
 >>> recalibrate("screw.bundle", good_images, out="screw-new-light.bundle")  # doctest: +SKIP
 """
 
@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from edge_sdk import __version__
-from edge_sdk.bundle import MANIFEST_NAME, Bundle, sha256_hex, write_bundle
-from edge_sdk.calibration import calibrate
-from edge_sdk.engine import Device, Engine, EngineOptions
+from edge_sdk.calibration.quantiles import calibrate
 from edge_sdk.errors import BundleError
+from edge_sdk.runtime.bundle import MANIFEST_NAME, Bundle, sha256_hex, write_bundle
+from edge_sdk.runtime.engine import Device, Engine, EngineOptions
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def recalibrate(
     given, for the threshold policy) through the bundle's own float32 graph, and write a
     new bundle at `out` with the same graphs and a new manifest. `out` must not exist.
 
-    Good images are split (`edge_sdk.calibration.split_indices`) so that the threshold is
+    Good images are split (`edge_sdk.calibration.quantiles.split_indices`) so that the threshold is
     not chosen on the images that set the quantiles; with too few, the policy says so.
     """
     parent = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)

@@ -4,7 +4,7 @@ EfficientAD code runs them), so the figures are ratios a noisy machine cannot fa
 
 Rounds are interleaved across everything measured (variant A, variant B, reference, A,
 ...), so a burst of load from elsewhere hits all of them alike. The machine's peak (the
-reference convolutions of edge_sdk.peak, on each CPU provider) runs in the same rounds: on
+reference convolutions of edge_sdk.tools.peak, on each CPU provider) runs in the same rounds: on
 a shared host its measured int8 peak moved between 1.1 and 2.2 TOP/s from one run to the
 next, and a peak measured apart from the model made the model's distance to it meaningless.
 """
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_sdk.bundle import Bundle
-from edge_sdk.inspector import Inspector
+from edge_sdk.runtime.bundle import Bundle
+from edge_sdk.runtime.inspector import Inspector
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ class BenchOptions:
 
 def installed_devices() -> tuple[str, ...]:
     """The devices this onnxruntime can run: cpu, plus openvino, cuda, tensorrt if present."""
-    from edge_sdk.engine import available_providers
     from edge_sdk.errors import require
+    from edge_sdk.runtime.engine import available_providers
 
     ort = require("onnxruntime", extra="gpu", feature="benchmarks")
     have = available_providers(ort)
@@ -83,7 +83,7 @@ def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
     h, w = options.frame
     frames = [rng.integers(0, 256, (h, w), dtype=np.uint8) for _ in range(max_batch)]
     prepared = np.zeros((max_batch, 3, spec.height, spec.width), np.uint8)
-    from edge_sdk.preprocess import to_model_input
+    from edge_sdk.runtime.preprocess import to_model_input
 
     for k, frame in enumerate(frames):
         to_model_input(frame, prepared[k], resize=spec.resize)
@@ -197,11 +197,11 @@ def _gpu_name() -> str | None:
 
 
 def _peak_tasks(bundle: Bundle, variants: tuple[str, ...], options: BenchOptions) -> dict[str, Any]:
-    """The reference convolutions (edge_sdk.peak) on every CPU provider installed, for each
+    """The reference convolutions (edge_sdk.tools.peak) on every CPU provider installed, for each
     numeric kind the bundle has, keyed "peak/<kind>/<device>/<channels>x<size>": they run in
     the same interleaved rounds as the model."""
     try:
-        from edge_sdk.peak import peak_convs
+        from edge_sdk.tools.peak import peak_convs
     except ImportError as exc:
         log.warning("no floor estimate (%s)", exc)
         return {}
@@ -225,7 +225,7 @@ def _floors(
     if not peaks:
         return {}
     try:
-        from edge_sdk.peak import conv_macs
+        from edge_sdk.tools.peak import conv_macs
 
         macs = conv_macs(bundle.graph("fp32"))
     except ImportError as exc:

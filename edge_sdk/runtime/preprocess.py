@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from edge_sdk.errors import EdgeADError
-from edge_sdk.manifest import ResizeMode
+from edge_sdk.runtime.manifest import ResizeMode
 
 RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
 _INTERPOLATION = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from edge_sdk.engine import Engine
-from edge_sdk.manifest import Normalization, Quantiles, Threshold
-from edge_sdk.preprocess import to_model_input
-from edge_sdk.scoring import MapScorer
+from edge_sdk.runtime.engine import Engine
+from edge_sdk.runtime.manifest import Normalization, Quantiles, Threshold
+from edge_sdk.runtime.preprocess import to_model_input
+from edge_sdk.runtime.scoring import MapScorer
 
 Q_A, Q_B = 0.9, 0.995  # the paper's map normalisation quantiles
 
@@ -159,7 +159,7 @@ def calibrate(
 ) -> tuple[Normalization, Threshold, dict[str, Any]]:
     """Quantiles, threshold and calibration record from held-out good images.
 
-    The image threshold follows `edge_sdk.thresholds.choose_threshold`: by default the
+    The image threshold follows `edge_sdk.calibration.thresholds.choose_threshold`: by default the
     target false-reject rate on the good images (`threshold_for_false_reject_rate`), or
     with `bad_images` (labelled defective) the policy `policy` picks ("frr", "f1",
     "zero-escape", "strict"; the default with defective images is "strict"). The pixel
@@ -173,7 +173,7 @@ def calibrate(
     `like` keeps the map weights, padding and pad mode of an existing normalisation (a
     recalibrated bundle keeps its parent's); only the quantiles are measured.
     """
-    from edge_sdk.thresholds import choose_threshold  # it imports this module
+    from edge_sdk.calibration.thresholds import choose_threshold  # it imports this module
 
     maps = collect_raw_maps(engine, good_images, resize=resize)
     n = int(maps.st.shape[0])

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_sdk.calibration import threshold_for_false_reject_rate, wilson_interval
+from edge_sdk.calibration.quantiles import threshold_for_false_reject_rate, wilson_interval
 from edge_sdk.evaluation.metrics import rate
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edge_sdk.manifest import Normalization
+from edge_sdk.runtime.manifest import Normalization
 
 
 class MapScorer:

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from edge_sdk.errors import ConfigError
-from edge_sdk.pipeline import Pipeline
+from edge_sdk.line.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class HealthServer:
         return snap
 
     def overlay_jpeg(self) -> bytes | None:
-        from edge_sdk.overlay import encode_jpeg
+        from edge_sdk.runtime.overlay import encode_jpeg
 
         latest = self.pipeline.latest
         if latest is None:

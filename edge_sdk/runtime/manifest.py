@@ -52,7 +52,7 @@ def _check_sha256(value: str) -> str:
     return value
 
 
-# The resize modes edge_sdk.preprocess implements, by the name a manifest gives them.
+# The resize modes edge_sdk.runtime.preprocess implements, by the name a manifest gives them.
 ResizeMode = Literal["area", "linear", "area_fast"]
 
 
@@ -66,7 +66,7 @@ class InputSpec(_Frozen):
     color_order: Literal["RGB"] = "RGB"
     dtype: Literal["uint8"] = "uint8"
     layout: Literal["NCHW"] = "NCHW"
-    # How frames are resized to the input (edge_sdk/preprocess.py): only valid with the
+    # How frames are resized to the input (edge_sdk/runtime/preprocess.py): only valid with the
     # mode the bundle was trained and calibrated with. "area" (INTER_AREA) is what older
     # bundles saw; "area_fast" is close to it and several times faster on big frames.
     resize: ResizeMode = "area"

@@ -25,9 +25,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edge_sdk.bundle import Bundle
 from edge_sdk.errors import BundleError, EngineError, require
-from edge_sdk.manifest import ModelSpec
+from edge_sdk.runtime.bundle import Bundle
+from edge_sdk.runtime.manifest import ModelSpec
 
 log = logging.getLogger(__name__)
 

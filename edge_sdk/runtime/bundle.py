@@ -28,7 +28,7 @@ import yaml
 from pydantic import ValidationError
 
 from edge_sdk.errors import BundleError, BundleIntegrityError
-from edge_sdk.manifest import FORMAT, Manifest, check_format
+from edge_sdk.runtime.manifest import FORMAT, Manifest, check_format
 
 log = logging.getLogger(__name__)
 

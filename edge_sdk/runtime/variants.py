@@ -23,13 +23,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edge_sdk.bundle import Bundle, sha256_hex, write_bundle
-from edge_sdk.engine import Engine, EngineOptions
 from edge_sdk.errors import EdgeADError, EngineError, require
 from edge_sdk.evaluation.metrics import auroc
-from edge_sdk.manifest import GraphFile
-from edge_sdk.preprocess import to_model_input
-from edge_sdk.scoring import MapScorer
+from edge_sdk.runtime.bundle import Bundle, sha256_hex, write_bundle
+from edge_sdk.runtime.engine import Engine, EngineOptions
+from edge_sdk.runtime.manifest import GraphFile
+from edge_sdk.runtime.preprocess import to_model_input
+from edge_sdk.runtime.scoring import MapScorer
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +303,7 @@ def parity(
 def gate_devices(kind: str) -> list[str]:
     """Where a variant's parity is checked: always the CPU; for int8 also OpenVINO and for
     fp16 also CUDA when installed, since the runtime picks those for these variants."""
-    from edge_sdk.engine import available_providers
+    from edge_sdk.runtime.engine import available_providers
 
     ort = require("onnxruntime", extra="gpu", feature="the parity gate")
     have = available_providers(ort)

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_sdk.bundle import Bundle
-from edge_sdk.engine import Engine, EngineOptions
 from edge_sdk.errors import BundleError
+from edge_sdk.runtime.bundle import Bundle
+from edge_sdk.runtime.engine import Engine, EngineOptions
 
 
 def verify_bundle(path: str | os.PathLike[str]) -> dict[str, Any]:
