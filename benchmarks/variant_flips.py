@@ -28,7 +28,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main() -> int:
     from edge_sdk import Bundle, Inspector, Verdict
     from edge_sdk.evaluation.dataset import find_test_set, read_image
-    from edge_sdk.evaluation.metrics import auroc
+    from edge_sdk.statistics import auroc
     from edge_sdk.tools.bench import installed_devices
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -143,6 +143,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge_sdk.line.config import load_config
     from edge_sdk.line.service import run_line, run_warnings, sink_lines, status_line
 
+    if args.out and not args.demo:
+        # Without --demo the sinks say where results go; an ignored --out would lose them.
+        print(
+            "edge-ad run: --out is for --demo; without it results go where the sinks say "
+            "(line.yaml `sinks:`, e.g. {type: jsonl, path: results.jsonl})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     overrides: dict[str, Any] = {
         "camera": args.camera,
         "bundle": args.bundle,

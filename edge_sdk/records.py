@@ -1,4 +1,9 @@
-"""The records that flow between the parts of the runtime (DESIGN.md, "Records")."""
+"""The records that flow between the parts (docs/architecture.md, "Records"): a Frame from
+a source, the Inspector's Result, and the Inspection that sinks receive (both together).
+
+Every part may import this module; it imports no other part at import time. Only
+`Inspection`'s drawing helpers (`full_map`, `overlay`) reach into the runtime, when called.
+"""
 
 from __future__ import annotations
 
@@ -84,3 +89,44 @@ class Result:
             "error": self.error,
             "graph": self.graph or None,
         }
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """One frame and its verdict, as handed to sinks (after the verdict is final)."""
+
+    frame: Frame
+    result: Result
+    pixel_threshold: float
+    # time.monotonic_ns() when the pipeline received the frame: sinks measure end-to-end
+    # latency (acquired to signal delivered) against it.
+    acquired_ns: int = 0
+    # Names the pipeline run: frame ids start again at 1 after a restart, so consumers key
+    # on (run_id, camera, frame_id).
+    run_id: str = ""
+
+    def full_map(self) -> np.ndarray | None:
+        """The anomaly map at the frame's size, or None for an ERROR without a map."""
+        from edge_sdk.runtime.scoring import upsample
+
+        if self.result.anomaly_map is None:
+            return None
+        h, w = self.frame.image.shape[:2]
+        return upsample(self.result.anomaly_map, h, w)
+
+    def overlay(self) -> np.ndarray:
+        """The operator's picture (heatmap, contours, verdict). Costly at full size: sinks
+        call it off the critical path, only for what they keep."""
+        from edge_sdk.runtime.overlay import render_error_overlay, render_overlay
+
+        full = self.full_map()
+        if full is None:
+            return render_error_overlay(self.frame.image, self.result.error or "no map")
+        return render_overlay(
+            self.frame.image,
+            full,
+            pixel_threshold=self.pixel_threshold,
+            verdict=self.result.verdict,
+            score=self.result.score,
+            image_threshold=self.result.threshold,
+        )

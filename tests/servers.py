@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_sdk.records import Frame, Result, Verdict
-from edge_sdk.sinks.base import Inspection
+from edge_sdk.records import Frame, Inspection, Result, Verdict
 
 
 def free_port() -> int:

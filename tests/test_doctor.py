@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 import shutil
 from pathlib import Path
@@ -19,10 +18,6 @@ NO_VENDOR_PRODUCER = "no GenTL producer other than the simulator"
 @pytest.fixture(autouse=True)
 def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV_VAR, raising=False)
-
-
-def test_module_doctests() -> None:
-    assert doctest.testmod(doctor).failed == 0
 
 
 def test_collect_reports_this_machine() -> None:

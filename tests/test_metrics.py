@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from edge_sdk.evaluation.metrics import PixelScores, auroc, rate, region_weights, roc_curve
+from edge_sdk.evaluation.metrics import PixelScores, region_weights
+from edge_sdk.statistics import auroc, rate, roc_curve
 
 
 def brute_auroc(good: list[float], bad: list[float]) -> float:
@@ -243,9 +244,11 @@ def test_au_pro_matches_mvtec_reference_on_random_maps() -> None:
 
 def test_au_pro_chunked_walk_matches_reference(monkeypatch: pytest.MonkeyPatch) -> None:
     # Force tiny chunks so ties straddle chunk borders.
+    from edge_sdk import statistics
     from edge_sdk.evaluation import metrics
 
-    monkeypatch.setattr(metrics, "_CHUNK", 7)
+    monkeypatch.setattr(metrics, "CHUNK", 7)  # the AU-PRO walk
+    monkeypatch.setattr(statistics, "CHUNK", 7)  # the pixel AUROC's Mann-Whitney count
     rng = np.random.default_rng(5)
     amap = rng.integers(0, 12, (30, 30)).astype(np.float32)
     mask = np.zeros((30, 30), bool)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import math
 
 import cv2
@@ -11,7 +10,6 @@ import pytest
 
 from edge_sdk.errors import EdgeADError
 from edge_sdk.records import Verdict
-from edge_sdk.runtime import overlay
 from edge_sdk.runtime.overlay import (
     VERDICT_COLORS,
     color_index,
@@ -47,10 +45,6 @@ def _border(mask: np.ndarray) -> np.ndarray:
     kernel = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
     m = mask.astype(np.uint8)
     return (m - cv2.erode(m, kernel, borderValue=0)).astype(bool)
-
-
-def test_module_doctests() -> None:
-    assert doctest.testmod(overlay).failed == 0
 
 
 def test_output_is_a_new_bgr_uint8_image_and_input_is_untouched() -> None:

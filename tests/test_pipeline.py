@@ -13,7 +13,7 @@ import pytest
 
 from edge_sdk import Inspector, Verdict
 from edge_sdk.line.pipeline import Mode, Pipeline, PipelineOptions
-from edge_sdk.sinks.base import Inspection
+from edge_sdk.records import Inspection
 from edge_sdk.sources.files import FolderSource
 
 pytest.importorskip("onnx")

@@ -4,7 +4,6 @@ order, scratch reuse, and the manifest and bundles that name the mode.
 
 from __future__ import annotations
 
-import doctest
 from pathlib import Path
 
 import cv2
@@ -13,7 +12,6 @@ import pytest
 from conftest import data_set
 
 from edge_sdk import BundleError
-from edge_sdk.runtime import preprocess as preprocess_mod
 from edge_sdk.runtime.bundle import (
     Bundle,
     dump_manifest,
@@ -54,10 +52,6 @@ def area(image: np.ndarray, size: tuple[int, int] = (256, 256)) -> np.ndarray:
 
 def difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a.astype(np.int16) - b.astype(np.int16))
-
-
-def test_module_doctests() -> None:
-    assert doctest.testmod(preprocess_mod).failed == 0
 
 
 @pytest.mark.parametrize(("width", "height"), SIZES)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import importlib.util
 import logging
 import os
@@ -12,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from edge_sdk.errors import ConfigError
-from edge_sdk.sources import producers
 from edge_sdk.sources.producers import ENV_VAR, Producer, find_producers, simulator_path
 
 
@@ -39,10 +37,6 @@ def vendor_dir(tmp_path: Path, sim: Path) -> Path:
     (folder / "README.txt").write_text("not a producer")
     (folder / "fake.cti").mkdir()  # a folder named like a producer is not one
     return folder
-
-
-def test_module_doctests() -> None:
-    assert doctest.testmod(producers).failed == 0
 
 
 def test_simulator_is_the_real_viky_in_the_genicam_package(sim: Path) -> None:

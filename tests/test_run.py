@@ -254,3 +254,19 @@ def test_a_deadline_the_model_cannot_meet_fails_the_start(tmp_path: Path) -> Non
     )
     assert proc.returncode == 4, proc.stderr  # before READY, not a line of ERRORs
     assert "more than deadline_ms 0.0001: every part would be rejected as ERROR" in proc.stderr
+
+
+def test_a_folder_that_runs_out_ends_without_a_fault(tmp_path: Path) -> None:
+    # The end of a finite source is the end of the run, not "inspection has stopped".
+    write_tiny_bundle(tmp_path / "t.bundle", brightness_graph())
+    proc = subprocess.run(
+        [*CLI, "run", "--folder", str(parts(tmp_path / "in", 3)), "--bundle", "t.bundle"]
+        + ["--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "3 frames" in proc.stderr
+    assert "unhealthy" not in proc.stderr and "ERROR edge_sdk" not in proc.stderr, proc.stderr

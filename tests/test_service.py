@@ -153,17 +153,6 @@ def test_health_endpoint(tmp_path: Path) -> None:
             server.close()
 
 
-def test_module_doctests() -> None:
-    import doctest
-
-    from edge_sdk.line import pipeline, service
-    from edge_sdk.tools import demo
-
-    assert doctest.testmod(pipeline).failed == 0
-    assert doctest.testmod(service).failed == 0
-    assert doctest.testmod(demo).failed == 0
-
-
 def test_a_demo_starts_fresh_and_keeps_the_last_one_aside(tmp_path: Path) -> None:
     from edge_sdk.tools.demo import fresh_output
 

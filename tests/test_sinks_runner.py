@@ -10,10 +10,9 @@ import time
 import pytest
 from servers import inspection, wait_until
 
-from edge_sdk.records import Verdict
+from edge_sdk.records import Inspection, Verdict
 from edge_sdk.sinks import CallbackSink, DeliveryConfig, PermanentSinkError, SinkRunner
 from edge_sdk.sinks import runner as runner_module
-from edge_sdk.sinks.base import Inspection
 
 
 class Gate:

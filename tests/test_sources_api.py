@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
 import subprocess
 import sys
-
-import pytest
 
 import edge_sdk.sources
 
@@ -60,14 +56,3 @@ def test_importing_sources_does_not_load_harvesters() -> None:
     code = "import edge_sdk.sources, sys; print('harvesters' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-
-
-@pytest.mark.parametrize(
-    "module", ["base", "files", "pixel_formats", "pool", "profiles", "genicam", "discovery"]
-)
-def test_doctests(module: str) -> None:
-    if module == "discovery":
-        pytest.importorskip("harvesters", reason="listing cameras needs harvesters")
-    mod = importlib.import_module(f"edge_sdk.sources.{module}")
-    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from edge_sdk.calibration import thresholds
-from edge_sdk.calibration.quantiles import threshold_for_false_reject_rate
 from edge_sdk.calibration.thresholds import (
     choose_threshold,
     f1_threshold,
     frr_threshold,
     images_needed,
     outcome,
+    threshold_for_false_reject_rate,
     zero_escape_threshold,
 )
 from edge_sdk.runtime.manifest import Threshold

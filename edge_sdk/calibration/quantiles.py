@@ -6,13 +6,13 @@ Quantiles are computed exactly over every map value (no sampling, no size cap).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from edge_sdk.calibration.thresholds import choose_threshold
 from edge_sdk.runtime.engine import Engine
 from edge_sdk.runtime.manifest import Normalization, Quantiles, Threshold
 from edge_sdk.runtime.preprocess import to_model_input
@@ -25,6 +25,10 @@ Q_A, Q_B = 0.9, 0.995  # the paper's map normalisation quantiles
 class RawMaps:
     st: np.ndarray  # [N, h, w] float32
     ae: np.ndarray
+
+
+MIN_SPLIT_IMAGES = 20  # below this, quantiles and threshold share the good images
+QUANTILE_EVERY = 3  # with a split, every third good image sets the quantiles
 
 
 def collect_raw_maps(
@@ -72,56 +76,6 @@ def image_scores(maps: RawMaps, norm: Normalization) -> np.ndarray:
     return np.array(
         [scorer.score(scorer.combine(s, a)) for s, a in zip(maps.st, maps.ae, strict=True)]
     )
-
-
-def wilson_interval(failures: int, n: int, *, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a rate seen as `failures` out of `n`.
-
-    >>> lo, hi = wilson_interval(0, 100)
-    >>> (lo, round(hi, 4))
-    (0.0, 0.037)
-    """
-    if n <= 0:
-        return (0.0, 1.0)
-    p = failures / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def threshold_for_false_reject_rate(
-    good_scores: np.ndarray, *, target_frr: float = 0.01
-) -> tuple[float, dict[str, Any]]:
-    """The smallest threshold that rejects at most `target_frr` of the good images seen,
-    and the policy record for the manifest (with the uncertainty of the measured rate).
-    """
-    scores = np.sort(np.asarray(good_scores, dtype=np.float64))
-    n = scores.size
-    if n == 0:
-        raise ValueError("no good-image scores to choose a threshold from")
-    allowed = math.floor(target_frr * n)  # good images that may score above the threshold
-    threshold = float(scores[n - 1 - allowed])
-    rejected = int(np.sum(scores > threshold))
-    lo, hi = wilson_interval(rejected, n)
-    policy = {
-        "method": "false_reject_rate",
-        "target_false_reject_rate": target_frr,
-        "images": n,
-        "false_rejects_seen": rejected,
-        "false_reject_rate_95ci": [round(lo, 6), round(hi, 6)],
-        "good_scores": {
-            "min": float(scores[0]),
-            "median": float(np.median(scores)),
-            "p99": float(np.quantile(scores, 0.99)),
-            "max": float(scores[-1]),
-        },
-    }
-    return threshold, policy
-
-
-MIN_SPLIT_IMAGES = 20  # below this, quantiles and threshold share the good images
-QUANTILE_EVERY = 3  # with a split, every third good image sets the quantiles
 
 
 def split_indices(n: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -173,7 +127,6 @@ def calibrate(
     `like` keeps the map weights, padding and pad mode of an existing normalisation (a
     recalibrated bundle keeps its parent's); only the quantiles are measured.
     """
-    from edge_sdk.calibration.thresholds import choose_threshold  # it imports this module
 
     maps = collect_raw_maps(engine, good_images, resize=resize)
     n = int(maps.st.shape[0])

@@ -49,8 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_sdk.calibration.quantiles import threshold_for_false_reject_rate, wilson_interval
-from edge_sdk.evaluation.metrics import rate
+from edge_sdk.statistics import rate, wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +72,36 @@ class ThresholdChoice:
     policy: str
     threshold: float
     record: dict[str, Any]
+
+
+def threshold_for_false_reject_rate(
+    good_scores: np.ndarray, *, target_frr: float = 0.01
+) -> tuple[float, dict[str, Any]]:
+    """The smallest threshold that rejects at most `target_frr` of the good images seen,
+    and the policy record for the manifest (with the uncertainty of the measured rate).
+    """
+    scores = np.sort(np.asarray(good_scores, dtype=np.float64))
+    n = scores.size
+    if n == 0:
+        raise ValueError("no good-image scores to choose a threshold from")
+    allowed = math.floor(target_frr * n)  # good images that may score above the threshold
+    threshold = float(scores[n - 1 - allowed])
+    rejected = int(np.sum(scores > threshold))
+    lo, hi = wilson_interval(rejected, n)
+    policy = {
+        "method": "false_reject_rate",
+        "target_false_reject_rate": target_frr,
+        "images": n,
+        "false_rejects_seen": rejected,
+        "false_reject_rate_95ci": [round(lo, 6), round(hi, 6)],
+        "good_scores": {
+            "min": float(scores[0]),
+            "median": float(np.median(scores)),
+            "p99": float(np.quantile(scores, 0.99)),
+            "max": float(scores[-1]),
+        },
+    }
+    return threshold, policy
 
 
 def _scores(values: Sequence[float] | np.ndarray | None) -> np.ndarray:

@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from edge_sdk.evaluation.dataset import TestSet, find_test_set
-    from edge_sdk.evaluation.metrics import PixelScores, auroc, rate, roc_curve
+    from edge_sdk.evaluation.metrics import PixelScores
     from edge_sdk.evaluation.report import evaluate, evaluate_bundle, format_summary
+    from edge_sdk.statistics import auroc, rate, roc_curve
 
 _LAZY = {
     "PixelScores": "edge_sdk.evaluation.metrics",
-    "auroc": "edge_sdk.evaluation.metrics",
-    "rate": "edge_sdk.evaluation.metrics",
-    "roc_curve": "edge_sdk.evaluation.metrics",
+    "auroc": "edge_sdk.statistics",
+    "rate": "edge_sdk.statistics",
+    "roc_curve": "edge_sdk.statistics",
     "TestSet": "edge_sdk.evaluation.dataset",
     "find_test_set": "edge_sdk.evaluation.dataset",
     "evaluate": "edge_sdk.evaluation.report",

@@ -1,4 +1,4 @@
-"""Exact anomaly-detection metrics: image AUROC, pixel AUROC, AU-PRO, rates with intervals.
+"""Exact pixel metrics: pixel AUROC and AU-PRO (image AUROC and rates: `edge_sdk.statistics`).
 
 Everything here is exact (no sampling, no binning, no size cap) and needs only numpy and
 OpenCV. Scores follow the runtime's convention: higher means more anomalous, and a part
@@ -8,114 +8,19 @@ Pixel metrics stream: `PixelScores.add` takes one image's full-size map and mask
 time and keeps only the map values as float32 (4 bytes per pixel, 12 for defect pixels),
 so a test set of 100 million pixels needs about 400 MB, not the several GB that a
 scores-plus-labels float64 array and an argsort of it would.
-
->>> round(auroc([0.1, 0.4], [0.35, 0.8]), 4)
-0.75
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
-from edge_sdk.calibration.quantiles import wilson_interval
+from edge_sdk.statistics import CHUNK, mann_whitney_u
 
 PRO_FPR_LIMIT = 0.3  # MVTec AD integrates the PRO curve up to this false-positive rate
-_CHUNK = 1 << 20  # values per vectorised step: bounds the int64 temporaries to 8 MB
-
-
-def _as_scores(values: Sequence[float] | np.ndarray) -> np.ndarray:
-    """float64 scores with NaN as +inf: a part whose score is undefined counts as rejected."""
-    scores = np.asarray(values, dtype=np.float64).ravel()
-    return np.where(np.isnan(scores), np.inf, scores)
-
-
-def _mann_whitney_u(negatives_sorted: np.ndarray, positives: np.ndarray) -> float:
-    """Sum over positives of (#negatives below + half #negatives equal), in exact integers."""
-    below = 0
-    equal_twice = 0  # left + right counts: 2 * below + equal, summed exactly
-    for start in range(0, positives.size, _CHUNK):
-        chunk = positives[start : start + _CHUNK]
-        left = np.searchsorted(negatives_sorted, chunk, side="left")
-        right = np.searchsorted(negatives_sorted, chunk, side="right")
-        below += int(left.sum())
-        equal_twice += int(right.sum()) - int(left.sum())
-    return below + equal_twice / 2
-
-
-def auroc(
-    good_scores: Sequence[float] | np.ndarray, bad_scores: Sequence[float] | np.ndarray
-) -> float:
-    """Area under the ROC curve: the probability that a defective part scores above a good
-    one, ties counting one half (the Mann-Whitney U statistic over all pairs).
-
-    NaN scores count as +inf (a part with an undefined score is rejected). Returns NaN when
-    either class is empty.
-
-    >>> auroc([0.5, 0.5], [0.5, 1.0])  # one tie pair per good part: (1 + 2) / 4
-    0.75
-    >>> auroc([0.2, 0.2], [0.2])
-    0.5
-    """
-    good = np.sort(_as_scores(good_scores))
-    bad = _as_scores(bad_scores)
-    if good.size == 0 or bad.size == 0:
-        return float("nan")
-    return _mann_whitney_u(good, bad) / (good.size * bad.size)
-
-
-@dataclass(frozen=True)
-class RocCurve:
-    """ROC points from the strictest threshold to the loosest; point k is "reject when the
-    score is >= thresholds[k]", point 0 (threshold +inf) rejects nothing."""
-
-    fpr: np.ndarray
-    tpr: np.ndarray
-    thresholds: np.ndarray
-
-
-def roc_curve(
-    good_scores: Sequence[float] | np.ndarray, bad_scores: Sequence[float] | np.ndarray
-) -> RocCurve:
-    """The ROC curve at every distinct score; tied scores give one (diagonal) step, so the
-    trapezoidal area under it equals `auroc`.
-
-    >>> curve = roc_curve([0.1, 0.4], [0.35, 0.8])
-    >>> curve.fpr.tolist(), curve.tpr.tolist()
-    ([0.0, 0.0, 0.5, 0.5, 1.0], [0.0, 0.5, 0.5, 1.0, 1.0])
-    """
-    good = np.sort(_as_scores(good_scores))
-    bad = np.sort(_as_scores(bad_scores))
-    if good.size == 0 or bad.size == 0:
-        raise ValueError("a ROC curve needs good and defective scores")
-    thresholds = np.unique(np.concatenate([good, bad]))[::-1]
-    fpr = (good.size - np.searchsorted(good, thresholds, side="left")) / good.size
-    tpr = (bad.size - np.searchsorted(bad, thresholds, side="left")) / bad.size
-    return RocCurve(
-        fpr=np.concatenate([[0.0], fpr]),
-        tpr=np.concatenate([[0.0], tpr]),
-        thresholds=np.concatenate([[np.inf], thresholds]),
-    )
-
-
-def rate(count: int, n: int) -> dict[str, Any]:
-    """A measured rate with its 95 % Wilson interval, JSON-ready.
-
-    >>> rate(0, 50)["rate_95ci"]
-    [0.0, 0.07135]
-    """
-    lo, hi = wilson_interval(count, n)
-    return {
-        "count": int(count),
-        "of": int(n),
-        "rate": round(count / n, 6) if n else None,
-        "rate_95ci": [round(lo, 6), round(hi, 6)] if n else None,
-    }
 
 
 def region_weights(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -211,7 +116,7 @@ class PixelScores:
         good, bad, _ = self._finish()
         if good.size == 0 or bad.size == 0:
             return float("nan")
-        return _mann_whitney_u(good, bad) / (good.size * bad.size)
+        return mann_whitney_u(good, bad) / (good.size * bad.size)
 
     def au_pro(self, fpr_limit: float = PRO_FPR_LIMIT) -> float:
         """Area under the per-region-overlap curve up to `fpr_limit`, divided by it.
@@ -241,7 +146,7 @@ class PixelScores:
         hi = n_good
         # Walk the good values from the top in chunks; only about fpr_limit of them are read.
         while hi > 0:
-            lo = max(0, hi - _CHUNK)
+            lo = max(0, hi - CHUNK)
             values = np.unique(good[lo:hi])[::-1]
             values = values[values < last]
             if values.size:
@@ -290,9 +195,5 @@ def _drain(chunks: list[np.ndarray], dtype: Any = np.float32) -> np.ndarray:
 __all__ = [
     "PRO_FPR_LIMIT",
     "PixelScores",
-    "RocCurve",
-    "auroc",
-    "rate",
     "region_weights",
-    "roc_curve",
 ]

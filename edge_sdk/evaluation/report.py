@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from edge_sdk.evaluation.dataset import Sample, TestSet, find_test_set, read_image, read_mask
-from edge_sdk.evaluation.metrics import PixelScores, auroc, rate, roc_curve
+from edge_sdk.evaluation.metrics import PixelScores
 from edge_sdk.records import Result, Verdict
 from edge_sdk.runtime.engine import Device
 from edge_sdk.runtime.inspector import Inspector
+from edge_sdk.statistics import auroc, rate, roc_curve
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge_sdk.records import Frame, Result, Verdict
+from edge_sdk.records import Frame, Inspection, Result, Verdict
 from edge_sdk.runtime.inspector import Inspector
-from edge_sdk.sinks.base import Inspection
 from edge_sdk.sources.base import FrameSource
 from edge_sdk.sources.errors import (
     EndOfStreamError,

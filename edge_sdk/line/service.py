@@ -251,6 +251,8 @@ def _supervise(
     was_healthy: bool | None = True
     while not stop.is_set() and not pipeline.finished:
         stop.wait(tick)
+        if pipeline.finished:  # a finite source ran out: an end, not a fault
+            break
         now = time.monotonic()
         # Ping only while the pipeline moves: a hung camera or model must not be hidden.
         # A lost camera still pings (the process is doing its job, reconnecting; a

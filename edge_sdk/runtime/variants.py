@@ -24,12 +24,12 @@ from typing import Any, Literal
 import numpy as np
 
 from edge_sdk.errors import EdgeADError, EngineError, require
-from edge_sdk.evaluation.metrics import auroc
 from edge_sdk.runtime.bundle import Bundle, sha256_hex, write_bundle
 from edge_sdk.runtime.engine import Engine, EngineOptions
 from edge_sdk.runtime.manifest import GraphFile
 from edge_sdk.runtime.preprocess import to_model_input
 from edge_sdk.runtime.scoring import MapScorer
+from edge_sdk.statistics import auroc
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from edge_sdk.sinks.base import Inspection, Sink
+from edge_sdk.records import Inspection
+from edge_sdk.sinks.base import Sink
 from edge_sdk.sinks.callback import CallbackSink
 from edge_sdk.sinks.config import (
     ArchiveSinkConfig,

@@ -30,9 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_sdk.errors import ConfigError
-from edge_sdk.records import Verdict
+from edge_sdk.records import Inspection, Verdict
 from edge_sdk.runtime.overlay import encode_jpeg, write_image
-from edge_sdk.sinks.base import Inspection
 from edge_sdk.sinks.config import ArchiveSinkConfig
 from edge_sdk.sinks.errors import PermanentSinkError, SinkError
 from edge_sdk.sinks.record import iso_utc, result_record, wall_time_ns

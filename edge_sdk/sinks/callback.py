@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edge_sdk.errors import ConfigError
-from edge_sdk.sinks.base import Inspection
+from edge_sdk.records import Inspection
 
 __all__ = ["CallbackSink", "load_callable"]
 

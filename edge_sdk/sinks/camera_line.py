@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from edge_sdk.sinks.base import Inspection
+from edge_sdk.records import Inspection
 from edge_sdk.sinks.config import CameraLineSinkConfig
 
 log = logging.getLogger(__name__)

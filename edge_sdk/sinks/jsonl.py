@@ -8,7 +8,7 @@ reader that follows ``path`` never sees a line cut in two.
 
 >>> import io, numpy as np
 >>> from edge_sdk.records import Frame, Result, Verdict
->>> from edge_sdk.sinks.base import Inspection
+>>> from edge_sdk.records import Inspection
 >>> out = io.StringIO()
 >>> sink = JsonlSink(stream=out)
 >>> frame = Frame(np.zeros((2, 2), np.uint8), frame_id=3, timestamp_ns=0, camera_id="cam0")
@@ -27,7 +27,7 @@ import threading
 from pathlib import Path
 from typing import IO
 
-from edge_sdk.sinks.base import Inspection
+from edge_sdk.records import Inspection
 from edge_sdk.sinks.errors import SinkError
 from edge_sdk.sinks.record import result_record
 

@@ -72,8 +72,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from edge_sdk.errors import require
-from edge_sdk.records import Verdict
-from edge_sdk.sinks.base import Inspection
+from edge_sdk.records import Inspection, Verdict
 from edge_sdk.sinks.config import ModbusSinkConfig
 from edge_sdk.sinks.errors import SinkError
 

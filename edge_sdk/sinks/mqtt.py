@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 from edge_sdk.errors import ConfigError, require
-from edge_sdk.sinks.base import Inspection
+from edge_sdk.records import Inspection
 from edge_sdk.sinks.config import MqttSinkConfig
 from edge_sdk.sinks.errors import SinkError
 from edge_sdk.sinks.record import iso_utc, result_record

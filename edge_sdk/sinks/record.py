@@ -2,7 +2,7 @@
 
 >>> import numpy as np
 >>> from edge_sdk.records import Frame, Result, Verdict
->>> from edge_sdk.sinks.base import Inspection
+>>> from edge_sdk.records import Inspection
 >>> frame = Frame(np.zeros((4, 4), np.uint8), frame_id=7, timestamp_ns=1_700_000_000 * 10**9,
 ...               camera_id="cam0", part_id="A-17")
 >>> result = Result(frame_id=7, verdict=Verdict.NOK, score=0.8, threshold=0.5, part_id="A-17")
@@ -18,7 +18,7 @@ import math
 import time
 from typing import Any
 
-from edge_sdk.sinks.base import Inspection
+from edge_sdk.records import Inspection
 
 # Cameras may stamp frames with their own clock (ns since power-up). Anything before
 # 2001 cannot be wall-clock time, so the record falls back to the host clock then.

@@ -35,7 +35,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from edge_sdk.sinks.base import Inspection, Sink, without_pixels
+from edge_sdk.records import Inspection
+from edge_sdk.sinks.base import Sink, without_pixels
 from edge_sdk.sinks.config import DeliveryConfig
 from edge_sdk.sinks.errors import PermanentSinkError
 
