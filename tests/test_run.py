@@ -259,9 +259,9 @@ def test_a_deadline_the_model_cannot_meet_fails_the_start(tmp_path: Path) -> Non
 def test_a_folder_that_runs_out_ends_without_a_fault(tmp_path: Path) -> None:
     # The end of a finite source is the end of the run, not "inspection has stopped".
     write_tiny_bundle(tmp_path / "t.bundle", brightness_graph())
+    folder = str(parts(tmp_path / "in", 3))
     proc = subprocess.run(
-        [*CLI, "run", "--folder", str(parts(tmp_path / "in", 3)), "--bundle", "t.bundle"]
-        + ["--device", "cpu"],
+        [*CLI, "run", "--folder", folder, "--bundle", "t.bundle", "--device", "cpu"],
         capture_output=True,
         text=True,
         timeout=120,
