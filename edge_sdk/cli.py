@@ -20,10 +20,10 @@ from typing import Any
 
 from edge_sdk.cli_options import add_engine_options
 from edge_sdk.errors import EdgeADError
+from edge_sdk.images import list_images
 from edge_sdk.runtime.engine import DEVICES
 
 EXIT_OK, EXIT_NOK, EXIT_USAGE, EXIT_ERROR_VERDICT, EXIT_FAILED = 0, 1, 2, 3, 4
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp"}
 
 log = logging.getLogger("edge_sdk.cli")
 
@@ -38,11 +38,7 @@ def find_images(paths: Sequence[str]) -> list[Path]:
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
-            found.extend(
-                sorted(
-                    p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                )
-            )
+            found.extend(list_images(path))
         elif path.exists():
             found.append(path)
         else:

@@ -19,16 +19,26 @@ PACKAGE = Path(__file__).resolve().parents[1] / "edge_sdk"
 # first. The same table is in docs/architecture.md; change both together.
 MAY_IMPORT: dict[str, set[str]] = {
     "errors": set(),
+    "images": {"errors"},
     "statistics": set(),
     "records": {"runtime"},  # Inspection.full_map/overlay draw, when called
-    "runtime": {"errors", "records", "statistics"},
-    "calibration": {"errors", "records", "statistics", "runtime"},
-    "sources": {"errors", "records"},
-    "sinks": {"errors", "records", "runtime", "sources"},
-    "line": {"errors", "records", "runtime", "calibration", "sources", "sinks"},
-    "training": {"errors", "records", "statistics", "runtime", "calibration"},
-    "evaluation": {"errors", "records", "statistics", "runtime", "calibration", "cli_options"},
+    "runtime": {"images", "errors", "records", "statistics"},
+    "calibration": {"images", "errors", "records", "statistics", "runtime"},
+    "sources": {"images", "errors", "records"},
+    "sinks": {"images", "errors", "records", "runtime", "sources"},
+    "line": {"images", "errors", "records", "runtime", "calibration", "sources", "sinks"},
+    "training": {"images", "errors", "records", "statistics", "runtime", "calibration"},
+    "evaluation": {
+        "images",
+        "errors",
+        "records",
+        "statistics",
+        "runtime",
+        "calibration",
+        "cli_options",
+    },
     "tools": {
+        "images",
         "errors",
         "records",
         "statistics",
@@ -41,6 +51,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     },
     "cli_options": {"runtime"},
     "cli": {
+        "images",
         "errors",
         "records",
         "statistics",

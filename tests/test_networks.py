@@ -36,7 +36,7 @@ def test_output_shapes_at_256(arch: str) -> None:
 
 
 def test_parameter_counts() -> None:
-    # Counted from the layer table in DESIGN.md; a changed layer changes these.
+    # Counted from the layer table in docs/architecture.md; a changed layer changes these.
     assert _params(nets.teacher("efficientad-s")) == 2_694_144
     assert _params(nets.student("efficientad-s")) == 4_267_392
     assert _params(nets.teacher("efficientad-m")) == 8_026_624

@@ -124,3 +124,19 @@ def test_video_open_errors(tmp_path: Path) -> None:
     assert time.perf_counter() - start < 5
     with pytest.raises(SourceError, match="cannot open"):
         VideoSource(97).open()  # no such webcam
+
+
+def test_the_folder_source_reads_every_suffix_training_reads(tmp_path: Path) -> None:
+    # One suffix list for every part: the folder source once skipped .webp, which
+    # training and evaluation read.
+    from edge_sdk.images import IMAGE_SUFFIXES
+
+    assert ".webp" in IMAGE_SUFFIXES
+    cv2.imwrite(str(tmp_path / "a.webp"), np.full((8, 8), 100, np.uint8))
+    cv2.imwrite(str(tmp_path / "b.PNG"), np.full((8, 8), 50, np.uint8))
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "sub").mkdir()
+    cv2.imwrite(str(tmp_path / "sub" / "c.png"), np.zeros((8, 8), np.uint8))  # not recursive
+    with FolderSource(tmp_path) as source:
+        parts = [frame.part_id for frame in source.frames()]
+    assert parts == ["a.webp", "b.PNG"]

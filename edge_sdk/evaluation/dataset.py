@@ -17,10 +17,8 @@ import cv2
 import numpy as np
 
 from edge_sdk.errors import EdgeADError
+from edge_sdk.images import IMAGE_SUFFIXES, list_images
 
-IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp"}
-)
 GOOD = "good"
 
 
@@ -58,20 +56,6 @@ class TestSet:
     @property
     def defect_types(self) -> list[str]:
         return sorted({s.defect_type for s in self.samples if s.defect_type is not None})
-
-
-def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """Image files in `folder` and below, sorted by path.
-
-    >>> list_images("/nonexistent")
-    Traceback (most recent call last):
-    ...
-    edge_sdk.errors.EdgeADError: /nonexistent: no such folder of images
-    """
-    root = Path(folder).expanduser().absolute()
-    if not root.is_dir():
-        raise EdgeADError(f"{root}: no such folder of images")
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _mask_for(truth: Path, defect_type: str, image: Path) -> Path | None:

@@ -46,8 +46,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# The map is normalised so that 0.1 is the 99.5th percentile of good pixels (DESIGN.md,
-# "Map normalisation"); without a usable bundle threshold that is the natural anchor.
+# The map is normalised so that 0.1 is the 99.5th percentile of good pixels
+# (docs/architecture.md, "The method"); without a usable bundle threshold that is the
+# natural anchor.
 FALLBACK_PIXEL_THRESHOLD = 0.1
 
 VERDICT_COLORS: dict[Verdict, tuple[int, int, int]] = {  # BGR, as OpenCV draws

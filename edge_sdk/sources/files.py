@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_sdk.images import IMAGE_SUFFIXES, list_images
 from edge_sdk.records import Frame
 from edge_sdk.sources.base import FrameSource
 from edge_sdk.sources.errors import (
@@ -28,8 +29,6 @@ from edge_sdk.sources.errors import (
 __all__ = ["IMAGE_SUFFIXES", "FolderSource", "VideoSource"]
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm"})
 
 
 class FolderSource(FrameSource):
@@ -115,9 +114,7 @@ def _list_images(spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
         folder = Path(spec).expanduser()
         if not folder.is_dir():
             raise SourceError(f"image folder {folder} does not exist or is not a folder")
-        files = sorted(
-            p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        files = list_images(folder, recursive=False)
         if not files:
             raise SourceError(
                 f"image folder {folder} holds no images "

@@ -24,7 +24,7 @@ __all__ = ["PREFERRED_PROVIDERS", "collect", "format_report"]
 
 logger = logging.getLogger(__name__)
 
-# The order DESIGN.md fixes for choosing a provider.
+# The order docs/architecture.md fixes for choosing a provider.
 PREFERRED_PROVIDERS = (
     "TensorrtExecutionProvider",
     "CUDAExecutionProvider",

@@ -34,15 +34,13 @@ import numpy as np
 import torch
 
 from edge_sdk.errors import ConfigError
+from edge_sdk.images import IMAGE_SUFFIXES, list_images
 from edge_sdk.runtime.preprocess import to_model_input
 from edge_sdk.training.networks import IMAGE_SIZE
 from edge_sdk.training.recipe import INPUT_RESIZE
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp"}
-)
 # A validation split smaller than this gives quantiles and a threshold that mean little;
 # the reference (and the MVTec paper) hold out 10 %.
 MIN_VALIDATION_IMAGES = 5
@@ -75,14 +73,6 @@ class ImageFiles:
         for name, path in zip(self.relative(), self.files, strict=True):
             digest.update(f"{name}\0{path.stat().st_size}\n".encode())
         return digest.hexdigest()
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder``, recursively, sorted by relative path."""
-    return sorted(
-        (p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-        key=lambda p: p.relative_to(folder).as_posix(),
-    )
 
 
 def find_good_images(data: str | Path) -> ImageFiles:
