@@ -19,24 +19,19 @@ from typing import Any
 
 from edge_sdk.errors import ConfigError
 from edge_sdk.line.pipeline import Pipeline
+from edge_sdk.sinks.metrics import Family, prometheus_text, render
 
 log = logging.getLogger(__name__)
 
 
-def prometheus_text(snapshot: dict[str, Any]) -> str:
-    """The snapshot in the Prometheus text exposition format."""
-    lines: list[str] = []
+def pipeline_metrics_text(snapshot: dict[str, Any]) -> str:
+    """The pipeline's snapshot in the Prometheus text exposition format."""
+    families: list[Family] = []
 
     def metric(
         name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], float]]
     ) -> None:
-        lines.append(f"# HELP edge_ad_{name} {help_text}")
-        lines.append(f"# TYPE edge_ad_{name} {kind}")
-        for labels, value in samples:
-            label = ",".join(f'{k}="{v}"' for k, v in labels.items())
-            lines.append(
-                f"edge_ad_{name}{{{label}}} {value}" if label else f"edge_ad_{name} {value}"
-            )
+        families.append((f"edge_ad_{name}", kind, help_text, samples))
 
     metric("frames_total", "counter", "Frames acquired.", [({}, snapshot["frames"])])
     metric(
@@ -97,15 +92,13 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:
         "Per-stage latency over recent frames (ms).",
         [({"stage": s, "quantile": q}, v[q]) for s, v in lat.items() for q in ("p50", "p99")],
     )
-    return "\n".join(lines) + "\n"
+    return render(families)
 
 
 def metrics_text(pipeline: Pipeline) -> str:
     """The pipeline's metrics and every sink runner's (edge_sdk.sinks.metrics)."""
-    from edge_sdk.sinks.metrics import prometheus_text as sink_text
-
     healths = [h() for h in (getattr(s, "health", None) for s in pipeline.sinks) if h]
-    return prometheus_text(pipeline.snapshot()) + sink_text(healths)
+    return pipeline_metrics_text(pipeline.snapshot()) + prometheus_text(healths)
 
 
 class HealthServer:

@@ -1,4 +1,5 @@
-"""Sink health as Prometheus text (exposition format 0.0.4), for the metrics endpoint.
+"""Prometheus text (exposition format 0.0.4): the one renderer (`render`), and sink health
+in it (`prometheus_text`); the line's own counters use the same renderer (line/health.py).
 
 >>> from edge_sdk.sinks.runner import SinkHealth
 >>> h = SinkHealth("plc", "ok", None, 12, 1, 0, 0, 0, 0, 256, None, None, None, 3.5, 9.0)
@@ -15,7 +16,10 @@ from collections.abc import Iterable
 
 from edge_sdk.sinks.runner import SinkHealth
 
-__all__ = ["prometheus_text"]
+__all__ = ["Family", "prometheus_text", "render"]
+
+# One metric family: name, type, help text, samples of (labels, value).
+Family = tuple[str, str, str, list[tuple[dict[str, str], float]]]
 
 _STATES = ("ok", "degraded", "down")
 
@@ -54,27 +58,53 @@ _SERIES = (
 )
 
 
+def render(families: Iterable[Family]) -> str:
+    """HELP and TYPE lines, then one sample per label set; label values escaped.
+
+    >>> print(render([("edge_ad_x_total", "counter", "X.", [({"a": 'q"'}, 2), ({}, 1)])]), end="")
+    # HELP edge_ad_x_total X.
+    # TYPE edge_ad_x_total counter
+    edge_ad_x_total{a="q\\""} 2
+    edge_ad_x_total 1
+    """
+    lines: list[str] = []
+    for name, kind, help_text, samples in families:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        for labels, value in samples:
+            label = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+            lines.append(f"{name}{{{label}}} {value}" if label else f"{name} {value}")
+    return "\n".join(lines) + "\n"
+
+
 def prometheus_text(healths: Iterable[SinkHealth]) -> str:
     """One block per metric, one sample per sink; states one-hot in `edge_ad_sink_state`."""
     healths = list(healths)
-    lines: list[str] = []
-    for metric, kind, help_text, field in _SERIES:
-        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}"]
-        for h in healths:
-            value = getattr(h, field)
-            if value is not None:
-                lines.append(f'{metric}{{sink="{_label(h.name)}"}} {value}')
-    lines += [
-        "# HELP edge_ad_sink_state 1 for the sink's current state.",
-        "# TYPE edge_ad_sink_state gauge",
+    families: list[Family] = [
+        (
+            metric,
+            kind,
+            help_text,
+            [
+                ({"sink": h.name}, getattr(h, field))
+                for h in healths
+                if getattr(h, field) is not None
+            ],
+        )
+        for metric, kind, help_text, field in _SERIES
     ]
-    for h in healths:
-        for state in _STATES:
-            lines.append(
-                f'edge_ad_sink_state{{sink="{_label(h.name)}",state="{state}"}} '
-                f"{int(h.state == state)}"
-            )
-    return "\n".join(lines) + "\n"
+    families.append(
+        (
+            "edge_ad_sink_state",
+            "gauge",
+            "1 for the sink's current state.",
+            [
+                ({"sink": h.name, "state": st}, int(h.state == st))
+                for h in healths
+                for st in _STATES
+            ],
+        )
+    )
+    return render(families)
 
 
 def _label(value: str) -> str:
