@@ -54,6 +54,8 @@ from edge_sdk.statistics import rate, wilson_interval
 log = logging.getLogger(__name__)
 
 POLICIES = ("robust", "frr", "f1", "zero-escape", "strict", "margin")
+# The policies that need no defective images; every other one does.
+GOOD_ONLY_POLICIES = ("robust", "frr")
 _METHOD = {  # the `method` key of the policy record; "false_reject_rate" predates the others
     "robust": "robust_false_reject_rate",
     "frr": "false_reject_rate",
@@ -376,7 +378,7 @@ def choose_threshold(
         chosen_by = "default"
     if policy not in POLICIES:
         raise ValueError(f"unknown threshold policy {policy!r}; expected one of {POLICIES}")
-    if policy not in ("robust", "frr") and bad.size == 0:
+    if policy not in GOOD_ONLY_POLICIES and bad.size == 0:
         raise ValueError(f"threshold policy {policy!r} needs defective images")
 
     candidates: dict[str, float] = {

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edge_sdk.calibration.thresholds import POLICIES
+from edge_sdk.calibration.thresholds import GOOD_ONLY_POLICIES, POLICIES
 from edge_sdk.cli_options import add_engine_options
 from edge_sdk.runtime.engine import DEVICES
 
@@ -162,7 +162,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from edge_sdk.evaluation.dataset import list_images
     from edge_sdk.runtime.bundle import Bundle
 
-    if args.policy not in (None, "robust", "frr") and not args.bad:
+    if args.policy is not None and args.policy not in GOOD_ONLY_POLICIES and not args.bad:
         print(
             f"edge-ad calibrate: error: --policy {args.policy} needs defective images (--bad DIR)",
             file=sys.stderr,

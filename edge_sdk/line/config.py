@@ -35,6 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge_sdk.errors import ConfigError
+from edge_sdk.runtime.engine import Device
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class LineConfig(_Strict):
     folder: FolderConfig | None = None
     video: VideoConfig | None = None
     bundle: Path
-    device: Literal["auto", "cpu", "openvino", "cuda", "tensorrt"] = "auto"
+    device: Device = "auto"
     variant: str | None = None
     threads: int = Field(0, ge=0)
     # TensorRT: where built engines are kept between starts (the unit sets

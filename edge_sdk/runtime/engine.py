@@ -21,7 +21,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from edge_sdk.runtime.manifest import ModelSpec
 log = logging.getLogger(__name__)
 
 Device = Literal["auto", "cpu", "openvino", "cuda", "tensorrt"]
-DEVICES: tuple[str, ...] = ("auto", "cpu", "openvino", "cuda", "tensorrt")
+DEVICES: tuple[str, ...] = get_args(Device)
 
 _TRT = "TensorrtExecutionProvider"
 _CUDA = "CUDAExecutionProvider"
