@@ -1,25 +1,24 @@
-"""Command-line options shared by the commands that open an Inspector (inspect, eval)."""
+"""What every command of `edge-ad` shares: the exit codes (documented in the README,
+relied on by scripts) and JSON output. Imports nothing of edge_sdk, so any part's
+commands may use it.
+
+    0  every image passed (or the command succeeded)
+    1  at least one image was rejected (NOK), none failed
+    2  the command line was wrong
+    3  at least one image got verdict ERROR
+    4  the command could not start or failed (bundle, engine, output folder)
+  130  interrupted (Ctrl-C)
+"""
 
 from __future__ import annotations
 
-import argparse
+import json
+from typing import Any
 
-from edge_sdk.runtime.engine import DEVICES
+EXIT_OK, EXIT_NOK, EXIT_USAGE, EXIT_ERROR_VERDICT, EXIT_FAILED = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130
 
 
-def add_engine_options(parser: argparse.ArgumentParser) -> None:
-    """--device, --variant, --threads and --no-recheck, as Inspector.open takes them."""
-    parser.add_argument("--device", default="auto", choices=list(DEVICES))
-    parser.add_argument(
-        "--variant", help="graph variant (fp32, fp16, int8); default: best for device"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=0, help="inference threads (0: one per core)"
-    )
-    parser.add_argument(
-        "--no-recheck",
-        dest="recheck",
-        action="store_false",
-        help="let an int8/fp16 variant decide near-threshold parts alone (default: float32 "
-        "re-decides them)",
-    )
+def print_json(data: Any) -> None:
+    """`data` as indented JSON on stdout (paths and the like as strings)."""
+    print(json.dumps(data, indent=2, default=str))

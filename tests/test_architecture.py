@@ -22,12 +22,29 @@ MAY_IMPORT: dict[str, set[str]] = {
     "images": {"errors"},
     "statistics": set(),
     "records": {"runtime"},  # Inspection.full_map/overlay draw, when called
-    "runtime": {"images", "errors", "records", "statistics"},
+    "runtime": {"cli_options", "images", "errors", "records", "statistics"},
     "calibration": {"images", "errors", "records", "statistics", "runtime"},
-    "sources": {"images", "errors", "records"},
+    "sources": {"cli_options", "images", "errors", "records"},
     "sinks": {"images", "errors", "records", "runtime", "sources"},
-    "line": {"images", "errors", "records", "runtime", "calibration", "sources", "sinks"},
-    "training": {"images", "errors", "records", "statistics", "runtime", "calibration"},
+    "line": {
+        "cli_options",
+        "images",
+        "errors",
+        "records",
+        "runtime",
+        "calibration",
+        "sources",
+        "sinks",
+    },
+    "training": {
+        "cli_options",
+        "images",
+        "errors",
+        "records",
+        "statistics",
+        "runtime",
+        "calibration",
+    },
     "evaluation": {
         "images",
         "errors",
@@ -38,6 +55,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "cli_options",
     },
     "tools": {
+        "cli_options",
         "images",
         "errors",
         "records",
@@ -49,7 +67,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "line",
         "training",
     },
-    "cli_options": {"runtime"},
+    "cli_options": set(),  # exit codes and JSON output: nothing of edge_sdk
     "cli": {
         "images",
         "errors",

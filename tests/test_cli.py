@@ -166,3 +166,31 @@ def test_public_surface_is_pinned() -> None:
     )
     for name in edge_sdk.__all__:
         assert getattr(edge_sdk, name) is not None
+
+
+def test_run_takes_the_engine_flags_and_leaves_the_file_its_say(tmp_path: Path) -> None:
+    # One declaration of the engine flags (runtime/options.py) for every command that opens
+    # an engine; for `run` they override line.yaml only when given.
+    from edge_sdk.cli import build_parser
+    from edge_sdk.line.commands import run_overrides
+    from edge_sdk.line.config import load_config
+
+    line = tmp_path / "line.yaml"
+    line.write_text("bundle: b.bundle\ndevice: cpu\nthreads: 3\nrecheck: true\n")
+    parser = build_parser()
+    given = parser.parse_args(
+        ["run", "--config", str(line), "--variant", "int8", "--threads", "1", "--no-recheck"]
+    )
+    config, _ = load_config(given.config, overrides=run_overrides(given))
+    assert (config.device, config.variant, config.threads, config.recheck) == (
+        "cpu",
+        "int8",
+        1,
+        False,
+    )
+    plain = parser.parse_args(["run", "--config", str(line)])
+    config, _ = load_config(plain.config, overrides=run_overrides(plain))
+    assert (config.device, config.variant, config.threads, config.recheck) == ("cpu", None, 3, True)
+    calibrate = parser.parse_args(["calibrate", "--bundle", "b", "--good", "g", "--out", "o"])
+    inspect = parser.parse_args(["inspect", "--bundle", "b", "x.png"])
+    assert calibrate.device == inspect.device == "auto"

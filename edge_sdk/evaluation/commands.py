@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from edge_sdk.calibration.thresholds import GOOD_ONLY_POLICIES, POLICIES
-from edge_sdk.cli_options import add_engine_options
+from edge_sdk.cli_options import EXIT_OK, EXIT_USAGE
 from edge_sdk.runtime.engine import DEVICES
+from edge_sdk.runtime.options import add_engine_options
 
-EXIT_OK, EXIT_USAGE = 0, 2
 POLICY_CHOICES = list(POLICIES)
 
 
@@ -143,7 +143,13 @@ def add_calibrate_parser(subparsers: Any) -> argparse.ArgumentParser:
         "lower of robust and zero-escape. Default: robust, or strict with --bad",
     )
     p.add_argument("--name", help="name of the new bundle (default <name>-recal-<date>)")
-    p.add_argument("--device", default="cpu", choices=list(DEVICES))
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=list(DEVICES),
+        help="provider for the float32 graph (calibration never uses a variant); "
+        "default auto, as for every command that opens an engine",
+    )
     p.add_argument("--json", action="store_true", help="print the new threshold record as JSON")
     p.set_defaults(func=cmd_calibrate)
     return p

@@ -23,7 +23,7 @@ from edge_sdk.errors import ConfigError, EdgeADError
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "add_cameras_parser", "cmd_cameras"]
 
-EXIT_OK, EXIT_USAGE, EXIT_FAILED = 0, 2, 4
+from edge_sdk.cli_options import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
 def add_cameras_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -20,7 +20,8 @@ from edge_sdk.runtime.manifest import ResizeMode
 if TYPE_CHECKING:
     pass
 
-EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 4, 130
+from edge_sdk.cli_options import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+
 MODELS = {"s": "efficientad-s", "m": "efficientad-m"}
 # Without a terminal (a log file, CI) a line per this many seconds, and per phase change.
 LINE_INTERVAL_S = 30.0
