@@ -141,9 +141,9 @@ def run_model(model: str, folder: Path, rounds: int, probes: tuple[str, ...]) ->
     import torch
     from inspector_overhead import random_bundle
 
-    from edge_sdk import Bundle, Inspector
+    from edge_sdk import Bundle, EngineOptions, Inspector
     from edge_sdk.errors import EdgeADError
-    from edge_sdk.runtime.engine import Engine, EngineOptions
+    from edge_sdk.runtime.engine import Engine
     from edge_sdk.runtime.variants import add_variant
     from edge_sdk.tools.synthetic import good_part
 
@@ -221,7 +221,7 @@ def run_model(model: str, folder: Path, rounds: int, probes: tuple[str, ...]) ->
         frame = rng.integers(0, 256, (2048, 2448), dtype=np.uint8)
         result: dict[str, Any] = {}
         for graph in (False, True):
-            ins = Inspector.open(bundle, device="cuda", cuda_graph=graph)
+            ins = Inspector.open(bundle, engine=EngineOptions(device="cuda", cuda_graph=graph))
             totals, infers = [], []
             for _ in range(rounds):
                 t0 = time.perf_counter()

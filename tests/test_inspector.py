@@ -162,3 +162,15 @@ def test_overlay_for_each_verdict(tiny: Inspector) -> None:
 def test_provider_is_reported(tiny: Inspector) -> None:
     assert tiny.provider == "CPUExecutionProvider"
     assert tiny.engine.variant == "fp32"
+
+
+def test_engine_settings_are_typed_options(tmp_path: Path) -> None:
+    from edge_sdk import ConfigError, EngineOptions
+
+    bundle = write_tiny_bundle(tmp_path / "tiny.bundle", brightness_graph())
+    with Inspector.open(bundle, engine=EngineOptions(device="cpu", threads=1)) as inspector:
+        assert inspector.provider == "CPUExecutionProvider"
+    with pytest.raises(ConfigError, match="not both"):
+        Inspector.open(bundle, device="cpu", engine=EngineOptions(device="cpu"))
+    with pytest.raises(TypeError):  # a misspelled setting is an error, not swallowed
+        Inspector.open(bundle, device="cpu", cuda_graphs=False)  # type: ignore[call-arg]

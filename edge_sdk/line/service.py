@@ -19,6 +19,7 @@ from edge_sdk.errors import ConfigError
 from edge_sdk.line.config import LineConfig, describe
 from edge_sdk.line.notify import Notifier
 from edge_sdk.line.pipeline import Mode, Pipeline, PipelineOptions, ResultSink
+from edge_sdk.runtime.engine import EngineOptions
 from edge_sdk.runtime.inspector import Inspector
 from edge_sdk.sources.base import FrameSource
 
@@ -183,15 +184,14 @@ def run_line(
     (the demo uses it to make defective parts on the simulated camera)."""
     notifier = notifier or Notifier()
     log.info("line configuration:\n%s", describe(config))
-    inspector = Inspector.open(
-        config.bundle,
+    engine = EngineOptions(
         device=config.device,
         variant=config.variant,
         threads=config.threads,
         trt_cache_dir=config.trt_cache_dir,
         cuda_graph=config.cuda_graph,
-        recheck=config.recheck,
     )
+    inspector = Inspector.open(config.bundle, engine=engine, recheck=config.recheck)
     log.info(
         "model %s: %s graph on %s",
         inspector.manifest.name,

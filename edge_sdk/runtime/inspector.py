@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_sdk.errors import ConfigError
 from edge_sdk.records import Frame, Latency, Result, Verdict
 from edge_sdk.runtime.bundle import Bundle
 from edge_sdk.runtime.engine import Device, Engine, EngineOptions
@@ -85,34 +86,45 @@ class Inspector:
         cls,
         bundle: str | os.PathLike[str] | Bundle,
         *,
-        device: Device = "auto",
+        device: Device | None = None,
         variant: str | None = None,
-        threads: int = 0,
+        threads: int | None = None,
+        engine: EngineOptions | None = None,
         max_batch: int = 8,
         warmup: bool = True,
         recheck: bool = True,
-        **engine_options: Any,
     ) -> Inspector:
         """Open a bundle and build its engine (warmed up unless `warmup=False`).
+
+        `device` (default "auto"), `variant` and `threads` are the common engine settings;
+        for the others (TensorRT cache, CUDA graphs, ...) pass `engine=EngineOptions(...)`
+        instead, with those three inside it.
 
         With a faster variant (int8, fp16) and `recheck`, parts it scores near the
         threshold are re-decided by the float32 graph on the same device (see
         :data:`RECHECK_FACTOR`), so its verdicts are those of float32."""
+        if engine is not None and (device, variant, threads) != (None, None, None):
+            raise ConfigError(
+                "Inspector.open: give device, variant and threads either directly or inside "
+                "engine=EngineOptions(...), not both"
+            )
+        options = engine or EngineOptions(
+            device=device or "auto", variant=variant, threads=threads or 0
+        )
         opened = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
-        options = EngineOptions(device=device, variant=variant, threads=threads, **engine_options)
-        engine = Engine.from_bundle(opened, options, warmup=warmup)
-        margin = recheck_margin(opened.manifest, engine.variant) if recheck else None
+        main = Engine.from_bundle(opened, options, warmup=warmup)
+        margin = recheck_margin(opened.manifest, main.variant) if recheck else None
         exact = None
         if margin is not None:
             exact = Engine.from_bundle(opened, replace(options, variant="fp32"), warmup=warmup)
             log.info(
                 "%s verdicts within %.4g of the threshold are re-decided by float32",
-                engine.variant,
+                main.variant,
                 margin,
             )
         return cls(
             opened.manifest,
-            engine,
+            main,
             max_batch=max_batch,
             recheck=exact,
             recheck_margin=margin or 0.0,
