@@ -3,7 +3,7 @@
 Interleaves, image by image, (a) a bare `session.run` of the graph on an already prepared
 uint8 batch and (b) `Inspector.inspect` on a camera-sized image (preprocessing, graph,
 normalisation, decision), so machine noise hits both alike. Both use the same ONNX Runtime
-session (the engine's settings: no thread spinning, see edge_sdk/runtime/engine.py): a second
+session (the engine's settings: no thread spinning, see edge_sdk/runtime/providers.py): a second
 session in the process would change the result by competing for the cores. Prints
 medians, p99 and the ratio; writes the figures to benchmarks/results/.
 

@@ -21,9 +21,10 @@ from edge_sdk.records import Frame, Latency, Result, Verdict
 
 if TYPE_CHECKING:
     from edge_sdk.runtime.bundle import Bundle, write_bundle
-    from edge_sdk.runtime.engine import Engine, EngineOptions
+    from edge_sdk.runtime.engine import Engine
     from edge_sdk.runtime.inspector import Inspector
     from edge_sdk.runtime.manifest import Manifest
+    from edge_sdk.runtime.providers import EngineOptions
 
 __version__ = "0.1.0"
 
@@ -31,7 +32,7 @@ _LAZY = {
     "Bundle": "edge_sdk.runtime.bundle",
     "write_bundle": "edge_sdk.runtime.bundle",
     "Engine": "edge_sdk.runtime.engine",
-    "EngineOptions": "edge_sdk.runtime.engine",
+    "EngineOptions": "edge_sdk.runtime.providers",
     "Inspector": "edge_sdk.runtime.inspector",
     "Manifest": "edge_sdk.runtime.manifest",
 }

@@ -11,7 +11,7 @@ import pytest
 
 from edge_sdk import Inspector
 from edge_sdk.errors import EngineError
-from edge_sdk.runtime.engine import EngineOptions, provider_chain
+from edge_sdk.runtime.providers import EngineOptions, provider_chain
 
 _CPU, _OV = "CPUExecutionProvider", "OpenVINOExecutionProvider"
 _CUDA, _TRT = "CUDAExecutionProvider", "TensorrtExecutionProvider"
@@ -56,7 +56,7 @@ def openvino() -> None:
     pytest.importorskip("onnxruntime_ep_openvino", reason="pip install 'edge-ad[openvino]'")
     import onnxruntime as ort
 
-    from edge_sdk.runtime.engine import openvino_plugin_devices
+    from edge_sdk.runtime.providers import openvino_plugin_devices
 
     if not openvino_plugin_devices(ort):
         pytest.skip("the OpenVINO plugin lists no CPU device here (a non-Intel CPU)")
@@ -99,7 +99,7 @@ def test_cuda_graphs_are_asked_of_both_gpu_providers() -> None:
 
 
 def test_cuda_graphs_are_on_by_default_for_cuda_only() -> None:
-    from edge_sdk.runtime.engine import _captures_graphs
+    from edge_sdk.runtime.providers import _captures_graphs
 
     chain = provider_chain("auto", [_TRT, _CUDA, _CPU], EngineOptions())
     options = dict(c for c in chain if not isinstance(c, str))
@@ -112,7 +112,7 @@ def test_cuda_graphs_are_on_by_default_for_cuda_only() -> None:
 def test_tensorrt_is_left_out_where_its_library_is_missing() -> None:
     """onnxruntime-gpu lists TensorRT even without TensorRT installed (seen on an H200
     box); asking for it there only buys a fallback banner on every session."""
-    from edge_sdk.runtime.engine import available_providers, tensorrt_loadable
+    from edge_sdk.runtime.providers import available_providers, tensorrt_loadable
 
     class FakeOrt:  # what onnxruntime-gpu reports; OpenVINO's plugin is not looked up
         @staticmethod
@@ -127,7 +127,7 @@ def test_tensorrt_is_left_out_where_its_library_is_missing() -> None:
 
 
 def test_tensorrt_cache_is_one_folder_per_graph(tmp_path: Path) -> None:
-    from edge_sdk.runtime.engine import trt_cache_folder
+    from edge_sdk.runtime.providers import trt_cache_folder
 
     a, b = trt_cache_folder(tmp_path, b"graph a"), trt_cache_folder(tmp_path, b"graph b")
     assert a != b and a.parent == b.parent == tmp_path

@@ -303,7 +303,7 @@ def parity(
 def gate_devices(kind: str) -> list[str]:
     """Where a variant's parity is checked: always the CPU; for int8 also OpenVINO and for
     fp16 also CUDA when installed, since the runtime picks those for these variants."""
-    from edge_sdk.runtime.engine import available_providers
+    from edge_sdk.runtime.providers import available_providers
 
     ort = require("onnxruntime", extra="gpu", feature="the parity gate")
     have = available_providers(ort)

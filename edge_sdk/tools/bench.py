@@ -45,7 +45,7 @@ class BenchOptions:
 def installed_devices() -> tuple[str, ...]:
     """The devices this onnxruntime can run: cpu, plus openvino, cuda, tensorrt if present."""
     from edge_sdk.errors import require
-    from edge_sdk.runtime.engine import available_providers
+    from edge_sdk.runtime.providers import available_providers
 
     ort = require("onnxruntime", extra="gpu", feature="benchmarks")
     have = available_providers(ort)

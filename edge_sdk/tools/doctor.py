@@ -197,7 +197,7 @@ def _onnxruntime(problems: list[str]) -> dict[str, Any]:
     except Exception as exc:
         # The package check above has already reported it as a problem.
         return {"error": f"onnxruntime cannot be imported: {type(exc).__name__}: {exc}"}
-    from edge_sdk.runtime.engine import available_providers
+    from edge_sdk.runtime.providers import available_providers
 
     available = available_providers(ort)
     preferred = {name: name in available for name in PREFERRED_PROVIDERS}

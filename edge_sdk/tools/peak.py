@@ -97,7 +97,7 @@ class PeakConv:
     `run()` times nothing, so a benchmark can interleave it with the model's rounds."""
 
     def __init__(self, *, int8: bool, c: int, hw: int, threads: int = 0, device: str = "cpu"):
-        from edge_sdk.runtime.engine import EngineOptions, create_session
+        from edge_sdk.runtime.providers import EngineOptions, create_session
 
         options = EngineOptions(device=device, threads=threads)  # type: ignore[arg-type]
         self.session = create_session(_conv_graph(int8, c, hw), options, source="peak convolution")
