@@ -17,72 +17,24 @@ PACKAGE = Path(__file__).resolve().parents[1] / "edge_sdk"
 
 # Each part and the parts it may import (at module level or inside a function), lowest
 # first. The same table is in docs/architecture.md; change both together.
+# What every part may use: the shared vocabulary below all of them.
+SHARED = {"errors", "records", "statistics", "images", "cli_options"}
+_LINE = SHARED | {"runtime", "calibration", "sources", "sinks"}
 MAY_IMPORT: dict[str, set[str]] = {
     "errors": set(),
-    "images": {"errors"},
     "statistics": set(),
+    "cli_options": set(),  # exit codes and JSON output
+    "images": {"errors"},
     "records": {"runtime"},  # Inspection.full_map/overlay draw, when called
-    "runtime": {"cli_options", "images", "errors", "records", "statistics"},
-    "calibration": {"images", "errors", "records", "statistics", "runtime"},
-    "sources": {"cli_options", "images", "errors", "records"},
-    "sinks": {"images", "errors", "records", "runtime", "sources"},
-    "line": {
-        "cli_options",
-        "images",
-        "errors",
-        "records",
-        "runtime",
-        "calibration",
-        "sources",
-        "sinks",
-    },
-    "training": {
-        "cli_options",
-        "images",
-        "errors",
-        "records",
-        "statistics",
-        "runtime",
-        "calibration",
-    },
-    "evaluation": {
-        "images",
-        "errors",
-        "records",
-        "statistics",
-        "runtime",
-        "calibration",
-        "cli_options",
-    },
-    "tools": {
-        "cli_options",
-        "images",
-        "errors",
-        "records",
-        "statistics",
-        "runtime",
-        "calibration",
-        "sources",
-        "sinks",
-        "line",
-        "training",
-    },
-    "cli_options": set(),  # exit codes and JSON output: nothing of edge_sdk
-    "cli": {
-        "images",
-        "errors",
-        "records",
-        "statistics",
-        "runtime",
-        "calibration",
-        "sources",
-        "sinks",
-        "line",
-        "training",
-        "evaluation",
-        "tools",
-        "cli_options",
-    },
+    "runtime": SHARED,
+    "calibration": SHARED | {"runtime"},
+    "sources": SHARED,
+    "sinks": SHARED | {"runtime", "sources"},
+    "line": _LINE,
+    "training": SHARED | {"runtime", "calibration"},
+    "evaluation": SHARED | {"runtime", "calibration"},
+    "tools": _LINE | {"line", "training"},
+    "cli": _LINE | {"line", "training", "evaluation", "tools"},
     "__main__": {"cli"},
     "__init__": {"errors", "records", "runtime"},
 }
