@@ -388,3 +388,20 @@ def test_cli_unknown_camera_fails_with_code_4(capsys: pytest.CaptureFixture[str]
     assert args.func(args) == 4
     err = capsys.readouterr().err
     assert "no camera matches 'nope'" in err and "Viky   0" in err
+
+
+def test_opening_a_camera_keeps_the_applications_ctrl_c_handler() -> None:
+    # Harvesters installs its own SIGINT handler when an acquirer is made on the main
+    # thread; an application's (or the line service's) handler must survive it.
+    import signal
+
+    def mine(signum: int, frame: object) -> None:
+        pass
+
+    before = signal.signal(signal.SIGINT, mine)
+    try:
+        with GenICamSource("1", profile=profile()) as source:
+            source.read(timeout_s=2)
+            assert signal.getsignal(signal.SIGINT) is mine
+    finally:
+        signal.signal(signal.SIGINT, before)

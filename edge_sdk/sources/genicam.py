@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -228,7 +229,7 @@ class GenICamSource(FrameSource):
             key = {"id_": info.device_id}
         else:
             key = info.index
-        acquirer = self._harvester.create(key)
+        acquirer = _create_keeping_sigint(self._harvester, key)
         self._acquirer = acquirer
         try:
             acquirer.timeout_period_on_update_event_data_call = _NATIVE_WAIT_MS
@@ -437,6 +438,19 @@ class GenICamSource(FrameSource):
             self._failures,
         )
         self._failures = 0
+
+
+def _create_keeping_sigint(harvester: Any, key: Any) -> Any:
+    """`harvester.create(key)` without its side effect on the main thread: Harvesters 1.4
+    installs its own SIGINT handler there (holding the acquirer), which replaced the
+    application's Ctrl-C handling, the line service's included."""
+    if threading.current_thread() is not threading.main_thread():
+        return harvester.create(key)
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        return harvester.create(key)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def destroy_acquirer(acquirer: Any, harvester: Any) -> None:
