@@ -1,4 +1,4 @@
-"""Image files: the suffixes edge-ad reads, and listing them in a folder.
+"""Image files: the suffixes edge-ad reads, listing them in a folder, and reading one.
 
 One list for every part (training, evaluation, the folder source, `edge-ad inspect`), so
 a file that one command reads is never skipped by another.
@@ -16,7 +16,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edge_sdk.errors import EdgeADError
+import cv2
+import numpy as np
+
+from edge_sdk.errors import ConfigError, EdgeADError
 
 # What OpenCV decodes in every build we ship against.
 IMAGE_SUFFIXES = frozenset(
@@ -40,4 +43,18 @@ def list_images(folder: str | os.PathLike[str], *, recursive: bool = True) -> li
     return sorted((p for p in found if is_image(p)), key=lambda p: p.relative_to(root).as_posix())
 
 
-__all__ = ["IMAGE_SUFFIXES", "is_image", "list_images"]
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """An image file as a camera would give it: grey stays grey, colour is BGR. Raises
+    ConfigError (an EdgeADError) naming the file when it cannot be read or decoded."""
+    # np.fromfile + imdecode rather than imread: imread fails on non-ASCII paths on Windows.
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise ConfigError(f"cannot read image {path}: {exc}") from exc
+    image = cv2.imdecode(raw, cv2.IMREAD_ANYCOLOR) if raw.size else None
+    if image is None:
+        raise ConfigError(f"cannot decode image {path}: not an image, or a format OpenCV lacks")
+    return image
+
+
+__all__ = ["IMAGE_SUFFIXES", "is_image", "list_images", "read_image"]

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from edge_sdk.errors import EdgeADError
-from edge_sdk.images import IMAGE_SUFFIXES, list_images
+from edge_sdk.images import IMAGE_SUFFIXES, list_images, read_image
 
 GOOD = "good"
 
@@ -87,14 +87,6 @@ def find_test_set(data: str | os.PathLike[str]) -> TestSet:
     if not samples:
         raise EdgeADError(f"{test}: no images in good/ or any defect folder")
     return TestSet(root=root, samples=samples, missing_masks=missing)
-
-
-def read_image(path: Path) -> np.ndarray:
-    """An image as the camera gives it (grey stays grey), or an error naming the file."""
-    image = cv2.imread(str(path), cv2.IMREAD_ANYCOLOR)
-    if image is None:
-        raise EdgeADError(f"{path}: cannot read image (unsupported or corrupt file)")
-    return image
 
 
 def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:

@@ -17,7 +17,7 @@ from edge_sdk.cli_options import (
     print_json,
 )
 from edge_sdk.errors import EdgeADError
-from edge_sdk.images import list_images
+from edge_sdk.images import list_images, read_image
 from edge_sdk.runtime.options import add_engine_options
 
 
@@ -167,17 +167,7 @@ def _unreadable(result: Any, path: Path) -> Any:
 
 
 def _read_images(folder: str | None) -> list[Any]:
-    import cv2
-
-    if not folder:
-        return []
-    images = []
-    for path in find_images([folder]):
-        image = cv2.imread(str(path), cv2.IMREAD_ANYCOLOR)
-        if image is None:
-            raise EdgeADError(f"{path}: cannot be read as an image")
-        images.append(image)
-    return images
+    return [read_image(path) for path in find_images([folder])] if folder else []
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:

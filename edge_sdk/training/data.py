@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from edge_sdk.errors import ConfigError
-from edge_sdk.images import IMAGE_SUFFIXES, list_images
+from edge_sdk.images import IMAGE_SUFFIXES, list_images, read_image
 from edge_sdk.runtime.preprocess import to_model_input
 from edge_sdk.training.networks import IMAGE_SIZE
 from edge_sdk.training.recipe import INPUT_RESIZE
@@ -102,19 +102,6 @@ def find_good_images(data: str | Path) -> ImageFiles:
             f"{', '.join(sorted(IMAGE_SUFFIXES))})"
         )
     return ImageFiles(root, "folder", tuple(files))
-
-
-def read_image(path: Path) -> np.ndarray:
-    """Decode an image file as the runtime's file source would: grey stays grey, colour is BGR."""
-    # np.fromfile + imdecode rather than imread: imread fails on non-ASCII paths on Windows.
-    try:
-        raw = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise ConfigError(f"cannot read image {path}: {exc}") from exc
-    image = cv2.imdecode(raw, cv2.IMREAD_ANYCOLOR) if raw.size else None
-    if image is None:
-        raise ConfigError(f"cannot decode image {path}: not an image, or a format OpenCV lacks")
-    return image
 
 
 @dataclass(frozen=True)
