@@ -180,3 +180,31 @@ def test_command_reports_errors(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "no such folder" in capsys.readouterr().err
     args = parser.parse_args(["pretrain-teacher", "--photos", "x", "--out", "y", "--steps", "0"])
     assert args.func(args) == 2
+
+
+def test_a_continued_teacher_starts_from_its_parent_and_records_the_lineage(
+    photos: Path, tmp_path: Path
+) -> None:
+    parent = distill(_config(photos, tmp_path, steps=2))
+    child_config = _config(
+        photos, tmp_path, out=tmp_path / "child.pth", steps=1, lr=1e-12, init=parent.path
+    )
+    child = distill(child_config)
+    # With a vanishing learning rate the child's weights are its parent's.
+    parent_state = torch.load(parent.path, weights_only=True)
+    child_state = torch.load(child.path, weights_only=True)
+    assert all(torch.equal(parent_state[k], child_state[k]) for k in parent_state)
+    record = child.record
+    assert record["steps"] == 3 and len(record["segments"]) == 2
+    assert [s["steps"] for s in record["segments"]] == [2, 1]
+    assert record["continued_from"] == {"sha256": parent.record["sha256"], "steps": 2}
+    assert record["first_loss"] == parent.record["first_loss"]
+    # The child's steps are numbered after the parent's, on the lineage's loss curve.
+    assert record["loss_curve"][-1][0] == 3 and record["hardware"]
+
+    # A teacher distilled to other targets cannot be continued.
+    with pytest.raises(ConfigError, match="its seed is 0, this run's is 1"):
+        distill(_config(photos, tmp_path, out=tmp_path / "other.pth", seed=1, init=parent.path))
+    parent.sidecar.unlink()
+    with pytest.raises(ConfigError, match="not found"):
+        distill(_config(photos, tmp_path, out=tmp_path / "third.pth", init=parent.path))

@@ -51,6 +51,12 @@ from edge_sdk.training.recipe import (
     precision_for,
     resolve_device,
 )
+from edge_sdk.training.teacher_lineage import (
+    Parent,
+    check_projection,
+    lineage_record,
+    read_parent,
+)
 from edge_sdk.training.teacher_targets import CONTEXT, WINDOW, Projection, fit_projection, targets
 
 __all__ = [
@@ -72,6 +78,7 @@ SCALE_RANGE = (1.0, 1.4)
 WEIGHT_DECAY = 1e-5
 FINAL_LR_FACTOR = 0.01
 LOSS_WINDOW = 20
+CURVE_EVERY = 100  # steps between the points of the recorded loss curve
 _PROJECTION_STREAM = 0x9C  # keeps the PCA's photos apart from the training draws
 
 Phase = Literal["projection", "distillation"]
@@ -97,6 +104,7 @@ class TeacherConfig:
     checkpoint_dir: Path | None = None
     checkpoint_every: int = 500
     resume: bool = False
+    init: Path | None = None  # continue this teacher (see teacher_lineage)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values no run can use."""
@@ -232,8 +240,11 @@ def _projection_windows(photos: Photos, config: TeacherConfig) -> Iterator[torch
         yield photos.draw(rng, min(16, config.projection_images - start))
 
 
-def _fingerprint(config: TeacherConfig, photos: Photos, backbone: Backbone) -> dict[str, Any]:
+def _fingerprint(
+    config: TeacherConfig, photos: Photos, backbone: Backbone, parent: Parent | None
+) -> dict[str, Any]:
     return {
+        "init": None if parent is None else parent.record.get("sha256"),
         "photos": photos.fingerprint(),
         "architecture": config.architecture,
         "backbone": backbone.name,
@@ -281,9 +292,24 @@ def _distill(
     ckpt: Path,
     progress: Callable[[TeacherProgress], None] | None,
 ) -> TeacherResult:
-    fingerprint = _fingerprint(config, photos, backbone)
+    parent = None
+    if config.init is not None:
+        parent = read_parent(
+            config.init,
+            architecture=config.architecture,
+            backbone_record=backbone.record(),
+            seed=config.seed,
+            projection_images=config.projection_images,
+            photos_count=len(photos.files),
+            photos_fingerprint=photos.fingerprint(),
+        )
+    # A continued run draws on from where its parent's draws ended.
+    offset = 0 if parent is None else parent.steps
+    fingerprint = _fingerprint(config, photos, backbone, parent)
     precision = precision_for(device, config.bf16)
     pdn = nets.teacher(config.architecture)
+    if parent is not None:
+        nets.load_teacher_weights(pdn, {k: v.float() for k, v in parent.state_dict.items()})
     # channels_last: oneDNN's and cuDNN's fast convolution layout.
     pdn.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.Adam(pdn.parameters(), lr=config.lr, weight_decay=WEIGHT_DECAY)
@@ -293,6 +319,7 @@ def _distill(
     )
     scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
     history: collections.deque[float] = collections.deque(maxlen=LOSS_WINDOW)
+    curve: list[tuple[int, float]] = []
     step, elapsed, first_loss = 0, 0.0, float("nan")
     if config.resume and ckpt.exists():
         state = load_checkpoint(ckpt, fingerprint=fingerprint)
@@ -303,6 +330,7 @@ def _distill(
         projection = Projection.from_state(state["projection"])
         step, elapsed = state["step"], state["elapsed_s"]
         history.extend(state["losses"])
+        curve = [(int(a), float(b)) for a, b in state.get("curve", [])]
         first_loss = state["first_loss"]
         logger.info("resuming %s at step %d of %d", ckpt, step, config.steps)
     else:
@@ -315,6 +343,8 @@ def _distill(
         projection = fit_projection(
             backbone, _projection_windows(photos, config), seed=config.seed, progress=report
         )
+        if parent is not None:
+            check_projection(parent, projection.explained_variance)
 
     def save() -> Path:
         return save_checkpoint(
@@ -329,6 +359,7 @@ def _distill(
                 "step": step,
                 "elapsed_s": elapsed,
                 "losses": list(history),
+                "curve": curve,
                 "first_loss": first_loss,
             },
         )
@@ -350,7 +381,8 @@ def _distill(
     started = time.perf_counter() - elapsed
     try:
         while step < config.steps:
-            window = photos.draw(step_rng(config.seed, step), config.batch_size).to(device)
+            rng = step_rng(config.seed, offset + step)
+            window = photos.draw(rng, config.batch_size).to(device)
             loss = distillation_loss(pdn, backbone, projection, window, autocast_dtype=dtype)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -362,6 +394,8 @@ def _distill(
             if step == 1:
                 first_loss = value
             history.append(value)
+            if step % CURVE_EVERY == 0 or step == config.steps:
+                curve.append((offset + step, round(float(np.mean(history)), 5)))
             elapsed = time.perf_counter() - started
             rate_marks.append((elapsed, step))
             if step % config.checkpoint_every == 0 or step == config.steps:
@@ -378,44 +412,56 @@ def _distill(
                 )
     except KeyboardInterrupt:
         raise TrainingInterrupted(step, save() if step > 0 else None) from None
-    return write_teacher(
-        pdn,
-        config.out,
-        {
-            "format": "edge-ad-teacher/1",
-            "architecture": config.architecture,
-            "backbone": backbone.record(),
-            "projection": projection.record(),
-            "targets": "backbone features at the PDN's receptive-field centres (see "
-            "edge_sdk.training.teacher_targets); the PDN sees the centre 256 px of a "
-            f"{WINDOW} px window",
-            # By name, count and content fingerprint: the record ships, the path would not mean
-            # anything on another machine.
-            "photos": {
-                "name": photos.folder.name,
-                "count": len(photos.files),
-                "fingerprint": photos.fingerprint(),
-            },
-            "augmentation": {
-                "scale": list(SCALE_RANGE),
-                "hflip": 0.5,
-                "grey": GREY_PROBABILITY,
-            },
-            "steps": config.steps,
-            "batch_size": config.batch_size,
-            "lr": config.lr,
-            "schedule": f"linear warm-up {warmup} steps, cosine to x{FINAL_LR_FACTOR}",
-            "weight_decay": WEIGHT_DECAY,
-            "seed": config.seed,
-            "precision": precision.label,
-            "device": str(device),
-            "first_loss": first_loss,
-            "final_loss": float(np.mean(history)) if history else None,
-            "wall_time_s": round(elapsed, 1),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
+    record = {
+        "format": "edge-ad-teacher/1",
+        "architecture": config.architecture,
+        "backbone": backbone.record(),
+        "projection": projection.record(),
+        "targets": "backbone features at the PDN's receptive-field centres (see "
+        "edge_sdk.training.teacher_targets); the PDN sees the centre 256 px of a "
+        f"{WINDOW} px window",
+        # By name, count and content fingerprint: the record ships, the path would not mean
+        # anything on another machine.
+        "photos": {
+            "name": photos.folder.name,
+            "count": len(photos.files),
+            "fingerprint": photos.fingerprint(),
         },
-    )
+        "augmentation": {
+            "scale": list(SCALE_RANGE),
+            "hflip": 0.5,
+            "grey": GREY_PROBABILITY,
+        },
+        "steps": config.steps,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "schedule": f"linear warm-up {warmup} steps, cosine to x{FINAL_LR_FACTOR}",
+        "weight_decay": WEIGHT_DECAY,
+        "seed": config.seed,
+        "precision": precision.label,
+        "device": str(device),
+        "first_loss": first_loss,
+        "final_loss": float(np.mean(history)) if history else None,
+        "wall_time_s": round(elapsed, 1),
+        "hardware": hardware(device),
+        "loss_curve": curve,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    return write_teacher(pdn, config.out, lineage_record(parent, record))
+
+
+def hardware(device: torch.device) -> str:
+    """The processor that ran the steps, by name (``platform.processor()`` is often empty)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores"
 
 
 def write_teacher(

@@ -56,6 +56,13 @@ def add_pretrain_teacher_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     add_precision_argument(p)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    p.add_argument(
+        "--init",
+        metavar="TEACHER",
+        help="continue a distilled teacher (its .pth and .json) in a new run: its weights, a "
+        "fresh warm-up and decay over --steps, the photo draws after its own; the record "
+        "counts the whole lineage",
+    )
     p.add_argument("--checkpoint-dir", metavar="DIR", help="default: FILE.ckpt next to --out")
     p.add_argument("--checkpoint-every", type=int, default=500, metavar="STEPS")
     p.set_defaults(func=cmd_pretrain_teacher)
@@ -108,6 +115,7 @@ def cmd_pretrain_teacher(args: argparse.Namespace) -> int:
         checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
+        init=Path(args.init) if args.init else None,
     )
     printer = TeacherProgressPrinter(sys.stderr)
     try:
