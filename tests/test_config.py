@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from edge_sdk.errors import ConfigError
-from edge_sdk.line.config import load_config
+from edge_sdk.line.config import LineConfig, load_config
+from edge_sdk.sinks import ArchiveSinkConfig, JsonlSinkConfig
 
 
 def write(path: Path, text: str) -> Path:
@@ -46,7 +47,7 @@ def test_paths_in_the_file_are_relative_to_the_file(
     config, _ = load_config(line, environ={})
     assert config.bundle == tmp_path / "etc" / "models" / "screw.bundle"
     assert config.profile == tmp_path / "calibration" / "cam.yaml"
-    assert config.sinks[0]["path"] == str(tmp_path / "etc" / "out" / "results.jsonl")
+    assert config.sinks[0].path == tmp_path / "etc" / "out" / "results.jsonl"
 
 
 def test_errors_name_the_key_and_where_it_came_from(tmp_path: Path) -> None:
@@ -71,7 +72,7 @@ def test_missing_bundle_and_bad_yaml(tmp_path: Path) -> None:
 def test_json_in_the_environment(tmp_path: Path) -> None:
     env = {"EDGE_AD_BUNDLE": "x.bundle", "EDGE_AD_SINKS": '[{"type": "jsonl", "path": "-"}]'}
     config, _ = load_config(None, environ=env)
-    assert config.sinks == [{"type": "jsonl", "path": "-"}]
+    assert config.sinks == [JsonlSinkConfig(type="jsonl", path=Path("-"))]
     with pytest.raises(ConfigError, match="EDGE_AD_SINKS"):
         load_config(None, environ={**env, "EDGE_AD_SINKS": "[oops"})
 
@@ -85,3 +86,19 @@ def test_gpu_and_recheck_keys_default_to_the_engine_defaults(tmp_path: Path) -> 
     config, origin = load_config(line, environ=env)
     assert config.recheck is False and config.cuda_graph is False
     assert origin["recheck"] == "environment"
+
+
+def test_sinks_are_typed_models_validated_at_load(tmp_path: Path) -> None:
+    line = write(
+        tmp_path / "line.yaml",
+        "bundle: b.bundle\nsinks: [{type: archive, root: arch}, {type: jsonl, pathh: x}]\n",
+    )
+    with pytest.raises(ConfigError, match=rf"sinks \(from {line}\)\[1\]\.jsonl\.pathh"):
+        load_config(line, environ={})
+    config = LineConfig.model_validate(
+        {"bundle": "b.bundle", "sinks": [{"type": "archive", "root": "/a"}]}
+    )
+    assert config.sinks == [ArchiveSinkConfig(type="archive", root=Path("/a"))]
+    assert isinstance(LineConfig(bundle=Path("b.bundle")).sinks[0], JsonlSinkConfig)
+    with pytest.raises(ValueError, match="a second sink named 'jsonl'"):
+        LineConfig.model_validate({"bundle": "b", "sinks": [{"type": "jsonl"}, {"type": "jsonl"}]})

@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edge_sdk.errors import ConfigError
 from edge_sdk.runtime.engine import Device
+from edge_sdk.sinks.config import SinkConfig, parse_sink_configs
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +90,24 @@ class LineConfig(_Strict):
     deadline_ms: float = Field(1000.0, gt=0)
     queue_size: int = Field(64, ge=1)
     drain_timeout_s: float = Field(5.0, ge=0)
-    sinks: list[dict[str, Any]] = Field(default_factory=lambda: [{"type": "jsonl"}])
+    # Typed sink models (edge_sdk.sinks.config), validated once, here.
+    sinks: list[SinkConfig] = Field(default_factory=lambda: parse_sink_configs([{"type": "jsonl"}]))
     health: HealthConfig = HealthConfig()
     summary_every_s: float = Field(10.0, gt=0)
     # No frame and no acquisition tick for this long: unhealthy (PLC heartbeat stops).
     stall_after_s: float = Field(5.0, gt=0)
+
+    @field_validator("sinks", mode="before")
+    @classmethod
+    def _parse_sinks(cls, value: Any) -> Any:
+        # parse_sink_configs names the entry (sinks[1].map.ok) and refuses duplicate names;
+        # load_config calls it first, with the layer the sinks came from.
+        if isinstance(value, list):
+            try:
+                return parse_sink_configs(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 _PATH_KEYS = ("bundle", "profile", "trt_cache_dir")
@@ -205,6 +219,9 @@ def load_config(
     for name, layer in layers:
         merged = _deep_merge(merged, layer)
         origin.update(dict.fromkeys(layer, name))
+    if isinstance(merged.get("sinks"), list):
+        source = f"sinks (from {origin.get('sinks', 'defaults')})"
+        merged["sinks"] = parse_sink_configs(merged["sinks"], source=source)
     try:
         config = LineConfig.model_validate(merged)
     except ValidationError as exc:
@@ -215,9 +232,6 @@ def load_config(
             hint = _HINTS.get(where, "") if err["type"] == "missing" else ""
             lines.append(f"  {where} (from {source}): {err['msg']}{hint}")
         raise ConfigError("invalid line configuration:\n" + "\n".join(lines)) from None
-    from edge_sdk.sinks.config import parse_sink_configs
-
-    parse_sink_configs(config.sinks, source=f"sinks (from {origin.get('sinks', 'defaults')})")
     return config, origin
 
 

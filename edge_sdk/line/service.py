@@ -62,13 +62,9 @@ def build_source(config: LineConfig) -> FrameSource:
 
 def build_sinks(config: LineConfig, source: FrameSource | None = None) -> list[ResultSink]:
     """One runner (own thread and queue) per configured sink."""
-    from edge_sdk.sinks.config import parse_sink_configs
     from edge_sdk.sinks.factory import build_runner
 
-    return [
-        build_runner(sink, camera=config.camera, source=source)
-        for sink in parse_sink_configs(config.sinks)
-    ]
+    return [build_runner(sink, camera=config.camera, source=source) for sink in config.sinks]
 
 
 def prepare_sinks(sinks: list[ResultSink]) -> None:
