@@ -135,14 +135,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     code, summary = run_and_report(args, config, on_started)
     lat = summary.snapshot["latency_ms"]
-    results = Path(config.sinks[0]["path"])
+    # Where demo_overrides sends them (and the message above says).
+    results, archive = out_dir / "results.jsonl", out_dir / "archive"
     records = [json.loads(line) for line in results.read_text().splitlines() if line]
     score = demo.score_run(records, injectors[0].windows if injectors else [])
     print(f"demo: {score.summary()}", file=sys.stderr)
     print(
         f"demo: latency p50 infer {lat.get('infer', {}).get('p50', 0):.1f} ms, "
         f"acquired-to-verdict {lat.get('total', {}).get('p50', 0):.1f} ms; look at "
-        f"{config.sinks[1]['root']} (overlays) and {results}",
+        f"{archive} (overlays) and {results}",
         file=sys.stderr,
     )
     return code
