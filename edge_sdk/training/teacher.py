@@ -17,20 +17,15 @@ one. The result is a plain float16 ``state_dict`` in the reference's key layout 
 from __future__ import annotations
 
 import collections
-import hashlib
-import json
 import logging
 import math
-import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -44,19 +39,21 @@ from edge_sdk.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from edge_sdk.training.data import list_images, read_image, step_rng
+from edge_sdk.training.data import step_rng
 from edge_sdk.training.inference_graph import normalise
 from edge_sdk.training.recipe import (
     TrainingInterrupted,
     precision_for,
     resolve_device,
 )
+from edge_sdk.training.teacher_file import TeacherResult, hardware, write_teacher
 from edge_sdk.training.teacher_lineage import (
     Parent,
     check_projection,
     lineage_record,
     read_parent,
 )
+from edge_sdk.training.teacher_photos import GREY_PROBABILITY, SCALE_RANGE, Photos
 from edge_sdk.training.teacher_targets import CONTEXT, WINDOW, Projection, fit_projection, targets
 
 __all__ = [
@@ -72,9 +69,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-GREY_PROBABILITY = 0.3
-# The photo's short side is scaled to this many times the backbone window, at random.
-SCALE_RANGE = (1.0, 1.4)
 WEIGHT_DECAY = 1e-5
 FINAL_LR_FACTOR = 0.01
 LOSS_WINDOW = 20
@@ -139,63 +133,6 @@ class TeacherProgress:
     steps_per_s: float = 0.0
     eta_s: float | None = None
     elapsed_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class TeacherResult:
-    """The teacher file written and the record in its sidecar."""
-
-    path: Path
-    sidecar: Path
-    record: dict[str, Any]
-
-
-class Photos:
-    """Random backbone windows (WINDOW px square) cut from a folder of photos; the PDN's
-    input is the centre (:func:`pdn_crop`). Photos are decoded when drawn."""
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder).expanduser().absolute()
-        if not self.folder.is_dir():
-            raise ConfigError(
-                f"photos {self.folder}: no such folder (point --photos at a folder of generic "
-                f"photos, e.g. ImageNet samples)"
-            )
-        self.files = tuple(list_images(self.folder))
-        if not self.files:
-            raise ConfigError(f"photos {self.folder}: no images found (looked recursively)")
-
-    def fingerprint(self) -> str:
-        digest = hashlib.sha256()
-        for path in self.files:
-            digest.update(
-                f"{path.relative_to(self.folder).as_posix()}\0{path.stat().st_size}\n".encode()
-            )
-        return digest.hexdigest()
-
-    def draw(self, rng: np.random.Generator, count: int) -> torch.Tensor:
-        """``count`` augmented windows, float RGB 0..1, [count,3,WINDOW,WINDOW]."""
-        out = np.empty((count, WINDOW, WINDOW, 3), dtype=np.uint8)
-        for i in range(count):
-            image = read_image(self.files[int(rng.integers(len(self.files)))])
-            if image.ndim == 3 and image.shape[2] == 4:
-                image = image[:, :, :3]
-            if image.ndim == 3 and image.shape[2] == 1:
-                image = image[:, :, 0]
-            h, w = image.shape[:2]
-            scale = WINDOW * rng.uniform(*SCALE_RANGE) / min(h, w)
-            size = (max(WINDOW, round(w * scale)), max(WINDOW, round(h * scale)))
-            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-            image = cv2.resize(image, size, interpolation=interp)
-            top = int(rng.integers(size[1] - WINDOW + 1))
-            left = int(rng.integers(size[0] - WINDOW + 1))
-            crop = image[top : top + WINDOW, left : left + WINDOW]
-            if rng.random() < 0.5:
-                crop = crop[:, ::-1]
-            if crop.ndim == 3 and rng.random() < GREY_PROBABILITY:
-                crop = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_BGR2GRAY)
-            out[i] = crop[:, :, None] if crop.ndim == 2 else crop[:, :, ::-1]  # BGR -> RGB
-        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def pdn_crop(window: torch.Tensor) -> torch.Tensor:
@@ -449,44 +386,3 @@ def _distill(
         "python": platform.python_version(),
     }
     return write_teacher(pdn, config.out, lineage_record(parent, record))
-
-
-def hardware(device: torch.device) -> str:
-    """The processor that ran the steps, by name (``platform.processor()`` is often empty)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores"
-
-
-def write_teacher(
-    pdn: torch.nn.Module, out: str | os.PathLike[str], record: dict[str, Any]
-) -> TeacherResult:
-    """Save ``pdn``'s state dict as float16 to ``out`` (atomically) and ``OUT.json`` beside it,
-    with the file's sha256 added to ``record``."""
-    path = Path(out).expanduser().absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Plain tensors in the reference's key layout, contiguous (channels_last would be saved
-    # as strided storage that other loaders need not expect).
-    state = {
-        k: v.detach().cpu().contiguous().to(torch.float16) for k, v in pdn.state_dict().items()
-    }
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    record = {**record, "file": path.name, "sha256": digest, "dtype": "float16"}
-    sidecar = path.with_name(path.name + ".json")
-    sidecar.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    logger.info("wrote teacher %s (%d bytes) and %s", path, path.stat().st_size, sidecar.name)
-    return TeacherResult(path=path, sidecar=sidecar, record=record)
