@@ -79,7 +79,7 @@ def main() -> None:
         plc.stop()
     snap = pipeline.snapshot()
     e2e = [v / 1e6 for v in strobes.values()][2:]  # the first frames warm the sink up
-    infer = snap["latency_ms"]["infer"]["p50"]
+    infer = snap.latency_ms["infer"]["p50"]
     report = {
         "frame": f"{width}x{height} mono8",
         "frames": len(e2e),
@@ -90,7 +90,7 @@ def main() -> None:
             "p50": statistics.median(e2e),
             "p99": float(np.percentile(e2e, 99)),
         },
-        "stages_p50_ms": {k: v["p50"] for k, v in snap["latency_ms"].items()},
+        "stages_p50_ms": {k: v["p50"] for k, v in snap.latency_ms.items()},
         "model_infer_p50_ms": infer,
         "overhead_over_model_p50_ms": statistics.median(e2e) - infer,
         "ratio_to_model": statistics.median(e2e) / infer,

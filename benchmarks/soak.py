@@ -261,7 +261,7 @@ def main() -> int:
         for _, kind, handle in pending:
             plc = undo(kind, handle) or plc
         time.sleep(3)  # let the last results through
-        snapshot = started[0].snapshot()
+        snapshot = started[0].snapshot().to_dict()
         stop.set()
         line.join(60)
         other.close()

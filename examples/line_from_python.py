@@ -93,10 +93,10 @@ def main() -> None:
                 line.close()  # finishes or fails safe every frame in flight
             snap = line.snapshot()
             verdicts.pop("reported", None)
-            infer = snap["latency_ms"].get("infer", {}).get("p50", float("nan"))
+            infer = snap.latency_ms.get("infer", {}).get("p50", float("nan"))
             print(
-                f"{snap['frames']} frames, {snap['results']} inspected "
-                f"({snap['dropped_free_run']} replaced by newer ones), verdicts "
+                f"{snap.frames} frames, {snap.results} inspected "
+                f"({snap.dropped_free_run} replaced by newer ones), verdicts "
                 f"{dict(verdicts)}, infer p50 {infer:.2f} ms"
             )
 

@@ -53,8 +53,8 @@ def test_camera_disappears_and_comes_back(tiny: Inspector, monkeypatch: pytest.M
         after = len(sink.items)
         assert wait_until(lambda: len(sink.items) >= after + 30, timeout_s=15)
     snap = pipeline.snapshot()
-    assert snap["source"]["disconnects"] >= 1, snap
-    assert snap["frames"] == snap["results"] == len(sink.items)
+    assert snap.source.disconnects >= 1, snap
+    assert snap.frames == snap.results == len(sink.items)
     ids = [i.result.frame_id for i in sink.items]
     assert len(set(ids)) == len(ids)  # one result per acquired frame
     assert all(i.result.verdict is not Verdict.ERROR for i in sink.items)
@@ -102,11 +102,11 @@ def test_broker_restarts_mid_run(tiny: Inspector, tmp_path: Path) -> None:
         mqtt = runners[1].health()
         snap = pipeline.snapshot()
         lines = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
-        assert snap["frames"] == snap["results"] == len(lines)
+        assert snap.frames == snap.results == len(lines)
         assert sorted(r["frame_id"] for r in lines) == list(range(len(lines)))
         # Results queued while the broker was away were delivered after it came back
         # (the retry deadline outlasts the outage): nothing dropped, rejects included.
-        assert mqtt.dropped == 0 and mqtt.delivered == snap["results"], mqtt
+        assert mqtt.dropped == 0 and mqtt.delivered == snap.results, mqtt
         assert mqtt.failed_attempts > 0
         received = {r["frame_id"] for r in subscriber.on("/cam0/result")}
         rejects = {r["frame_id"] for r in lines if r["verdict"] != "OK"}
@@ -144,7 +144,7 @@ def test_submit_is_never_slowed_by_a_dead_sink(tiny: Inspector, tmp_path: Path) 
         time.sleep(1.0)
     assert time.monotonic() - started < 10
     assert len(fast.items) > 50  # about 100 frames/s reached the fast sink
-    assert pipeline.snapshot()["verdicts"]["ERROR"] == 0
+    assert pipeline.snapshot().verdicts["ERROR"] == 0
     assert hung.health().dropped > 0
 
 
@@ -215,7 +215,7 @@ def test_a_lost_camera_raises_the_fault_on_every_signal(tmp_path: Path) -> None:
     line.start()
     holder = other = None
     try:
-        assert wait_until(lambda: started and started[0].snapshot()["results"] >= 5, timeout_s=20)
+        assert wait_until(lambda: started and started[0].snapshot().results >= 5, timeout_s=20)
         assert wait_until(lambda: healthz()[0] == 200 and health_says(True), timeout_s=5)
         camera = started[0].source
         # A second camera in the process keeps the Harvester from re-enumerating (which

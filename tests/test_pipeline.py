@@ -79,9 +79,9 @@ def test_every_frame_gets_one_result_in_order(tiny: Inspector, tmp_path: Path) -
     verdicts = [i.result.verdict for i in sink.items]
     assert verdicts == [Verdict.NOK if i % 3 == 0 else Verdict.OK for i in range(12)]
     snap = pipeline.snapshot()
-    assert snap["frames"] == snap["results"] == 12 and snap["in_flight"] == 0
-    assert snap["verdicts"] == {"OK": 8, "NOK": 4, "ERROR": 0}
-    assert snap["latency_ms"]["infer"]["p50"] > 0 and sink.closed
+    assert snap.frames == snap.results == 12 and snap.in_flight == 0
+    assert snap.verdicts == {"OK": 8, "NOK": 4, "ERROR": 0}
+    assert snap.latency_ms["infer"]["p50"] > 0 and sink.closed
     assert all(i.acquired_ns > 0 and i.frame.part_id for i in sink.items)
 
 
@@ -94,7 +94,7 @@ def test_results_stay_unique_across_restarts(tiny: Inspector, tmp_path: Path) ->
     for _ in range(2):  # the service restarted: frame ids start again
         pipeline = Pipeline(FolderSource(folder), tiny, [SinkRunner(JsonlSink(out))])
         run_to_end(pipeline)
-        run_ids.append(pipeline.snapshot()["run_id"])
+        run_ids.append(pipeline.snapshot().run_id)
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["frame_id"] for r in records] == [0, 1, 2, 3] * 2
     keys = [(r["run_id"], r["camera"], r["frame_id"]) for r in records]
@@ -131,7 +131,7 @@ def test_queue_overflow_fails_safe(s_bundle: Path, tmp_path: Path) -> None:
     assert ids == list(range(6))  # every frame once, whatever happened to it
     full = [i for i in sink.items if "queue full" in (i.result.error or "")]
     assert full and all(i.result.verdict is Verdict.ERROR for i in full)
-    assert pipeline.snapshot()["queue_overflows"] == len(full)
+    assert pipeline.snapshot().queue_overflows == len(full)
 
 
 def test_free_run_newest_wins(s_bundle: Path, tmp_path: Path) -> None:
@@ -141,8 +141,8 @@ def test_free_run_newest_wins(s_bundle: Path, tmp_path: Path) -> None:
     pipeline = Pipeline(FolderSource(parts(tmp_path / "in", 8)), inspector, [sink], options)
     run_to_end(pipeline)
     snap = pipeline.snapshot()
-    assert snap["dropped_free_run"] > 0
-    assert snap["results"] + snap["dropped_free_run"] == snap["frames"] == 8
+    assert snap.dropped_free_run > 0
+    assert snap.results + snap.dropped_free_run == snap.frames == 8
     assert sink.items[-1].result.frame_id == 7  # the newest frame is never the one dropped
 
 
@@ -158,10 +158,10 @@ def test_stop_mid_burst_fails_safe_and_never_hangs(s_bundle: Path, tmp_path: Pat
     pipeline.close()
     assert time.monotonic() - started < 10
     snap = pipeline.snapshot()
-    assert snap["frames"] == snap["results"] == len(sink.items) > 0
+    assert snap.frames == snap.results == len(sink.items) > 0
     ids = [i.result.frame_id for i in sink.items]
     assert sorted(ids) == list(range(len(ids)))
-    assert snap["shutdown_failsafe"] > 0  # queued frames that could not be finished
+    assert snap.shutdown_failsafe > 0  # queued frames that could not be finished
     failsafe = [i for i in sink.items if "shutting down" in (i.result.error or "")]
     assert all(i.result.verdict is Verdict.ERROR for i in failsafe)
 

@@ -116,12 +116,12 @@ def run_and_report(
     )
     snap = summary.snapshot
     if args.json:
-        print_json({**snap, "wall_s": summary.wall_s, "failed": summary.failed})
+        print_json({**snap.to_dict(), "wall_s": summary.wall_s, "failed": summary.failed})
     else:
         print(
             f"edge-ad run: {status_line(snap)} in {summary.wall_s:.1f} s "
-            f"({snap['deadline_misses']} deadline misses, {snap['source']['lost']} lost, "
-            f"{snap['source']['reconnects']} reconnects)",
+            f"({snap.deadline_misses} deadline misses, {snap.source.lost} lost, "
+            f"{snap.source.reconnects} reconnects)",
             file=sys.stderr,
         )
         for line in sink_lines(snap):

@@ -19,12 +19,13 @@ from typing import Any
 
 from edge_sdk.errors import ConfigError
 from edge_sdk.line.pipeline import Pipeline
+from edge_sdk.line.snapshot import PipelineSnapshot
 from edge_sdk.sinks.metrics import Family, prometheus_text, render
 
 log = logging.getLogger(__name__)
 
 
-def pipeline_metrics_text(snapshot: dict[str, Any]) -> str:
+def pipeline_metrics_text(snapshot: PipelineSnapshot) -> str:
     """The pipeline's snapshot in the Prometheus text exposition format."""
     families: list[Family] = []
 
@@ -33,59 +34,57 @@ def pipeline_metrics_text(snapshot: dict[str, Any]) -> str:
     ) -> None:
         families.append((f"edge_ad_{name}", kind, help_text, samples))
 
-    metric("frames_total", "counter", "Frames acquired.", [({}, snapshot["frames"])])
+    metric("frames_total", "counter", "Frames acquired.", [({}, snapshot.frames)])
     metric(
         "results_total",
         "counter",
         "Results delivered, by verdict.",
-        [({"verdict": v}, n) for v, n in snapshot["verdicts"].items()],
+        [({"verdict": v}, n) for v, n in snapshot.verdicts.items()],
     )
     metric(
         "deadline_misses_total",
         "counter",
         "Frames that missed their deadline (ERROR).",
-        [({}, snapshot["deadline_misses"])],
+        [({}, snapshot.deadline_misses)],
     )
     metric(
         "queue_overflows_total",
         "counter",
         "Frames failed because the queue was full.",
-        [({}, snapshot["queue_overflows"])],
+        [({}, snapshot.queue_overflows)],
     )
     metric(
         "dropped_free_run_total",
         "counter",
         "Frames replaced by newer ones (free run).",
-        [({}, snapshot["dropped_free_run"])],
+        [({}, snapshot.dropped_free_run)],
     )
-    metric(
-        "source_errors_total", "counter", "Frame source errors.", [({}, snapshot["source_errors"])]
-    )
+    metric("source_errors_total", "counter", "Frame source errors.", [({}, snapshot.source_errors)])
     metric(
         "lost_frames_total",
         "counter",
         "Gaps in camera frame ids (parts never seen).",
-        [({}, snapshot["source"].get("lost", 0))],
+        [({}, snapshot.source.lost)],
     )
     metric(
         "camera_reconnects_total",
         "counter",
         "Camera reconnects.",
-        [({}, snapshot["source"].get("reconnects", 0))],
+        [({}, snapshot.source.reconnects)],
     )
     metric(
         "source_connected",
         "gauge",
         "1 while the camera is connected, 0 while it is lost.",
-        [({}, int(snapshot.get("source_connected", True)))],
+        [({}, int(snapshot.source_connected))],
     )
     metric(
         "in_flight",
         "gauge",
         "Frames acquired and not yet given a result.",
-        [({}, snapshot["in_flight"])],
+        [({}, snapshot.in_flight)],
     )
-    lat = snapshot["latency_ms"]
+    lat = snapshot.latency_ms
     metric(
         "latency_ms",
         "gauge",
@@ -148,7 +147,7 @@ class HealthServer:
         return self.pipeline.health(stall_after_s=self.stale_after_s)[0]
 
     def status(self) -> dict[str, Any]:
-        snap = self.pipeline.snapshot()
+        snap = self.pipeline.snapshot().to_dict()
         snap["healthy"], snap["unhealthy_reason"] = self.pipeline.health(
             stall_after_s=self.stale_after_s
         )

@@ -26,10 +26,11 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from edge_sdk.line.snapshot import PipelineSnapshot
 from edge_sdk.records import Frame, Inspection, Result, Verdict
 from edge_sdk.runtime.inspector import Inspector
 from edge_sdk.sources.base import FrameSource
@@ -185,7 +186,7 @@ class Pipeline:
             thread.join(timeout=limit)
         waiting = {
             name: h["queue_depth"]
-            for name, h in self.snapshot()["sinks"].items()
+            for name, h in self.snapshot().sinks.items()
             if isinstance(h, dict) and h.get("queue_depth")
         }
         if waiting:  # a stop that takes seconds should say why while it happens
@@ -403,8 +404,8 @@ class Pipeline:
         self._last_progress = time.monotonic()
 
     # -- reporting ---------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
-        """Counters, latency percentiles (ms), source and sink health, JSON-ready."""
+    def snapshot(self) -> PipelineSnapshot:
+        """Counters, latency percentiles (ms), source and sink health."""
         with self._lock:
             stats = replace(self._stats, verdicts=dict(self._stats.verdicts))
             latency = self._latency.summary()
@@ -414,23 +415,23 @@ class Pipeline:
             if callable(health):
                 value = health()
                 sinks[sink.name] = value.to_dict() if hasattr(value, "to_dict") else value
-        return {
-            "run_id": self.run_id,
-            "mode": self.options.mode.value,
-            "uptime_s": time.monotonic() - self._started_at if self._started_at else 0.0,
-            "frames": stats.frames,
-            "results": stats.results,
-            "in_flight": stats.frames - stats.results - stats.dropped_free_run,
-            "verdicts": stats.verdicts,
-            "deadline_misses": stats.deadline_misses,
-            "queue_overflows": stats.queue_overflows,
-            "dropped_free_run": stats.dropped_free_run,
-            "shutdown_failsafe": stats.shutdown_failsafe,
-            "source_errors": stats.source_errors,
-            "latency_ms": latency,
-            "source": self.source.stats.to_dict(),
-            "source_connected": self.source.connected,
-            "source_error": self.source_error,
-            "sinks": sinks,
-            "provider": self.inspector.provider,
-        }
+        return PipelineSnapshot(
+            run_id=self.run_id,
+            mode=self.options.mode.value,
+            uptime_s=time.monotonic() - self._started_at if self._started_at else 0.0,
+            frames=stats.frames,
+            results=stats.results,
+            in_flight=stats.frames - stats.results - stats.dropped_free_run,
+            verdicts=stats.verdicts,
+            deadline_misses=stats.deadline_misses,
+            queue_overflows=stats.queue_overflows,
+            dropped_free_run=stats.dropped_free_run,
+            shutdown_failsafe=stats.shutdown_failsafe,
+            source_errors=stats.source_errors,
+            latency_ms=latency,
+            source=self.source.stats,
+            source_connected=self.source.connected,
+            source_error=self.source_error,
+            sinks=sinks,
+            provider=self.inspector.provider,
+        )

@@ -13,12 +13,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from edge_sdk.errors import ConfigError
 from edge_sdk.line.config import LineConfig, describe
 from edge_sdk.line.notify import Notifier
 from edge_sdk.line.pipeline import Mode, Pipeline, PipelineOptions, ResultSink
+from edge_sdk.line.snapshot import PipelineSnapshot
 from edge_sdk.runtime.engine import EngineOptions
 from edge_sdk.runtime.inspector import Inspector
 from edge_sdk.sources.base import FrameSource
@@ -78,28 +78,27 @@ def prepare_sinks(sinks: list[ResultSink]) -> None:
 
 @dataclass(frozen=True)
 class RunSummary:
-    snapshot: dict[str, Any]
+    snapshot: PipelineSnapshot
     wall_s: float
     failed: str | None  # why the run ended on its own (source error), None for a clean stop
 
 
-def status_line(snapshot: dict[str, Any]) -> str:
-    v = snapshot["verdicts"]
-    infer = snapshot["latency_ms"].get("infer", {}).get("p50")
-    total = snapshot["latency_ms"].get("total", {}).get("p50")
+def status_line(snapshot: PipelineSnapshot) -> str:
+    v = snapshot.verdicts
+    infer, total = snapshot.p50_ms("infer"), snapshot.p50_ms("total")
     lat = f", infer p50 {infer:.1f} ms, total p50 {total:.1f} ms" if infer and total else ""
-    return f"{snapshot['frames']} frames: {v['OK']} OK, {v['NOK']} NOK, {v['ERROR']} ERROR{lat}"
+    return f"{snapshot.frames} frames: {v['OK']} OK, {v['NOK']} NOK, {v['ERROR']} ERROR{lat}"
 
 
-def sink_lines(snapshot: dict[str, Any]) -> list[str]:
+def sink_lines(snapshot: PipelineSnapshot) -> list[str]:
     """One line per sink: what it delivered and what it could not, and why it matters.
 
-    >>> sink_lines({"sinks": {"plc": {"delivered": 9, "dropped": 2, "expired": 2,
-    ...     "dropped_rejects": 1, "queue_depth": 0}}})
+    >>> sink_lines(PipelineSnapshot(sinks={"plc": {"delivered": 9, "dropped": 2, "expired": 2,
+    ...     "dropped_rejects": 1, "queue_depth": 0}}))
     ['sink plc: 9 delivered, 2 not delivered (2 too old, 1 of them rejects)']
     """
     lines = []
-    for name, h in snapshot.get("sinks", {}).items():
+    for name, h in snapshot.sinks.items():
         line = f"sink {name}: {h['delivered']} delivered"
         if h["dropped"]:
             why = [f"{h['expired']} too old"] if h.get("expired") else []
@@ -110,11 +109,11 @@ def sink_lines(snapshot: dict[str, Any]) -> list[str]:
     return lines
 
 
-def run_warnings(snapshot: dict[str, Any]) -> list[str]:
+def run_warnings(snapshot: PipelineSnapshot) -> list[str]:
     """What a run's counts say that the operator must not miss.
 
-    >>> run_warnings({"frames": 50, "results": 20, "dropped_free_run": 30,
-    ...     "verdicts": {"OK": 0, "NOK": 0, "ERROR": 20}, "deadline_misses": 20})
+    >>> run_warnings(PipelineSnapshot(frames=50, results=20, dropped_free_run=30,
+    ...     verdicts={"OK": 0, "NOK": 0, "ERROR": 20}, deadline_misses=20))
     ... # doctest: +NORMALIZE_WHITESPACE
     ['30 of 50 frames were not inspected: in free run a newer frame replaces one still
       waiting (inspection is slower than the camera)',
@@ -122,16 +121,16 @@ def run_warnings(snapshot: dict[str, Any]) -> list[str]:
       deadline_ms; see `edge-ad bench`)']
     """
     out = []
-    skipped, frames = snapshot.get("dropped_free_run", 0), snapshot["frames"]
+    skipped, frames = snapshot.dropped_free_run, snapshot.frames
     if skipped:
         out.append(
             f"{skipped} of {frames} frames were not inspected: in free run a newer frame "
             "replaces one still waiting (inspection is slower than the camera)"
         )
-    verdicts = snapshot["verdicts"]
+    verdicts = snapshot.verdicts
     errors = verdicts["ERROR"]
     if errors and errors == sum(verdicts.values()):
-        late = snapshot.get("deadline_misses", 0)
+        late = snapshot.deadline_misses
         why = (
             f", {late} of them deadline misses: inspection is slower than deadline_ms; "
             "see `edge-ad bench`"
@@ -275,5 +274,5 @@ def _supervise(
             next_summary = now + config.summary_every_s
         if duration_s is not None and now - started >= duration_s:
             break
-        if max_frames is not None and pipeline.snapshot()["results"] >= max_frames:
+        if max_frames is not None and pipeline.snapshot().results >= max_frames:
             break

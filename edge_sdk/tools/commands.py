@@ -134,7 +134,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     code, summary = run_and_report(args, config, on_started)
-    lat = summary.snapshot["latency_ms"]
+    lat = summary.snapshot.latency_ms
     # Where demo_overrides sends them (and the message above says).
     results, archive = out_dir / "results.jsonl", out_dir / "archive"
     records = [json.loads(line) for line in results.read_text().splitlines() if line]
