@@ -22,7 +22,7 @@ def test_written_bundle_round_trips(s_bundle: Path) -> None:
     m = bundle.manifest
     assert m.model.architecture == "efficientad-s"
     assert m.normalization.st.qb > m.normalization.st.qa
-    assert m.threshold.policy["method"] == "robust_false_reject_rate"
+    assert m.threshold.policy.method == "robust_false_reject_rate"
     assert bundle.graph("fp32")[:4] != b""  # verified bytes
     assert bundle_mod.sha256_hex(bundle.graph()) == m.model.sha256
 

@@ -58,10 +58,10 @@ def test_calibrate_default_where_the_images_resolve_the_target_is_the_measured_r
     value, legacy = thresholds.threshold_for_false_reject_rate(scores, target_frr=0.1)
     assert threshold.image == threshold.pixel == value
     # 10 images resolve 10 %: the robust policy is the measured rate (frr) there.
-    assert threshold.policy["method"] == "robust_false_reject_rate"
-    assert threshold.policy["split"]["same_images"] is True
+    assert threshold.policy.method == "robust_false_reject_rate"
+    assert threshold.policy.split["same_images"] is True
     for key, expected in legacy.items():
-        assert key == "method" or threshold.policy[key] == expected
+        assert key == "method" or threshold.policy.model_dump()[key] == expected
     assert record["images"] == 10 and "defective_images" not in record
 
 
@@ -79,7 +79,7 @@ def test_calibrate_split_sets_quantiles_and_threshold_on_different_images(
     # 128 (129 is the highest; both are threshold images). Weights st 0.5 (defaults).
     expected = 0.5 * 0.1 * (128 - qa) / (qb - qa)
     assert threshold.image == pytest.approx(expected, rel=1e-5)
-    split = threshold.policy["split"]
+    split = threshold.policy.split
     assert split == {
         "quantile_images": 10,
         "threshold_images": 20,
@@ -90,8 +90,8 @@ def test_calibrate_split_sets_quantiles_and_threshold_on_different_images(
 
 def test_calibrate_split_with_few_images_says_so(engine: Engine) -> None:
     _, threshold, _ = calibration.calibrate(engine, [flat(100 + i) for i in range(8)], split=True)
-    assert threshold.policy["split"]["same_images"] is True
-    assert any("same images" in note for note in threshold.policy["notes"])
+    assert threshold.policy.split["same_images"] is True
+    assert any("same images" in note for note in threshold.policy.notes)
 
 
 def test_calibrate_with_defective_images_defaults_to_strict(engine: Engine) -> None:
@@ -99,18 +99,18 @@ def test_calibrate_with_defective_images_defaults_to_strict(engine: Engine) -> N
     bad = [with_patch(110, 250), with_patch(110, 116)]  # the second barely brighter
     norm, threshold, record = calibration.calibrate(engine, good, bad_images=bad, target_frr=0.1)
     policy = threshold.policy
-    assert policy["policy"] == "strict" and policy["chosen_by"] == "default"
-    assert policy["at_threshold"]["escapes"]["count"] == 0
+    assert policy.policy == "strict" and policy.chosen_by == "default"
+    assert policy.at_threshold["escapes"]["count"] == 0
     assert record["defective_images"] == 2
     # The faint defect (116) passes the frr threshold (good 100..119, two may exceed: the
     # good image at 117). Catching it needs the zero-escape threshold: the good image at
     # 115, since the good image at 116 scores exactly as the defect does.
-    assert policy["candidates"]["frr"]["escapes"] == 1
-    assert threshold.image == policy["candidates"]["zero-escape"]["threshold"]
+    assert policy.candidates["frr"]["escapes"] == 1
+    assert threshold.image == policy.candidates["zero-escape"]["threshold"]
     scores = calibration.image_scores(
         calibration.collect_raw_maps(engine, [flat(115), flat(117)]), norm
     )
-    assert policy["candidates"]["frr"]["threshold"] == pytest.approx(scores[1], abs=0)
+    assert policy.candidates["frr"]["threshold"] == pytest.approx(scores[1], abs=0)
     assert threshold.image == pytest.approx(scores[0], abs=0)
 
 
@@ -139,8 +139,8 @@ def test_recalibrate_writes_a_child_bundle(parent: Path, tmp_path: Path) -> None
     # The parent's weights (st only) are kept; the quantiles follow the new light.
     assert (m.normalization.weights.st, m.normalization.weights.ae) == (1.0, 0.0)
     assert m.normalization.st.qa > 205
-    assert m.threshold.policy["policy"] == "strict"
-    assert m.threshold.policy["split"]["same_images"] is False
+    assert m.threshold.policy.policy == "strict"
+    assert m.threshold.policy.split["same_images"] is False
     assert m.calibration["source"] == "new-light/" and m.calibration["defective_images"] == 3
     assert m.calibration["recalibrated_from"]["threshold"]["image"] == 0.1
     # The old bundle rejects every part under the new light; the child does not.
@@ -162,7 +162,7 @@ def test_recalibrate_refuses_to_overwrite(parent: Path, tmp_path: Path) -> None:
     assert out.read_bytes() == before
     child = Bundle.open(out).manifest
     assert child.name == "child"
-    assert any("same images" in n for n in child.threshold.policy["notes"])
+    assert any("same images" in n for n in child.threshold.policy.notes)
 
 
 def _write_images(folder: Path, images: list[np.ndarray]) -> Path:
@@ -208,7 +208,7 @@ def test_calibrate_command(
     assert "wrote" in text and "line@sha256:" in text and "zero-escape" in text
     assert "quantiles from 8 good images, threshold from 16" in text
     child = Bundle.open(out).manifest
-    assert child.name == "line-b" and child.threshold.policy["policy"] == "zero-escape"
+    assert child.name == "line-b" and child.threshold.policy.policy == "zero-escape"
     # Again to the same file: refused (the CLI turns EdgeADError into exit code 4).
     with pytest.raises(EdgeADError, match="already exists"):
         args.func(args)

@@ -267,14 +267,15 @@ def test_eval_on_real_magnetic_tile(tmp_path: Path, s_bundle: Path) -> None:
 def test_target_check_against_the_calibration_interval() -> None:
     from types import SimpleNamespace
 
+    from edge_sdk.runtime.manifest import ThresholdPolicy
     from edge_sdk.statistics import rate
 
-    policy = {
-        "target_false_reject_rate": 0.01,
-        "expected_false_reject_rate_95ci": [0.002, 0.05],
-        "images": 51,
-        "good_scores": {"median": 0.05},
-    }
+    policy = ThresholdPolicy(
+        target_false_reject_rate=0.01,
+        expected_false_reject_rate_95ci=(0.002, 0.05),
+        images=51,
+        good_scores={"median": 0.05},
+    )
     good = [SimpleNamespace(score=0.05)] * 100
     inside = report.target_check(policy, rate(2, 100), good)  # type: ignore[arg-type]
     assert inside is not None and inside["within"] and "note" not in inside
@@ -284,4 +285,5 @@ def test_target_check_against_the_calibration_interval() -> None:
     assert "score higher than the calibration images" in outside["note"]
     assert "edge-ad calibrate" in outside["note"]
     # Bundles calibrated before the interval was recorded: nothing to compare.
-    assert report.target_check({"method": "false_reject_rate"}, rate(1, 10), good) is None  # type: ignore[arg-type]
+    legacy = ThresholdPolicy(method="false_reject_rate")
+    assert report.target_check(legacy, rate(1, 10), good) is None  # type: ignore[arg-type]

@@ -211,12 +211,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             )
         )
         return EXIT_OK
-    at = policy["at_threshold"]
-    split = policy["split"]
+    at, split = policy.at_threshold, policy.split
     print(f"wrote {out} ({child.name}), parent {child.parent}")
     print(
         f"threshold {parent.manifest.threshold.image:.6g} -> {child.threshold.image:.6g} "
-        f"(policy {policy['policy']}, {policy['chosen_by']})"
+        f"(policy {policy.policy}, {policy.chosen_by})"
     )
     print(
         f"quantiles from {split['quantile_images']} good images, threshold from "
@@ -227,13 +226,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         f"false rejects seen {fr['count']}/{fr['of']} (95 % CI {fr['rate_95ci'][0]:.3g} "
         f"to {fr['rate_95ci'][1]:.3g})"
     )
-    expected = policy.get("expected_false_reject_rate_95ci")
+    expected = policy.expected_false_reject_rate_95ci
     if expected is not None:
         print(
             f"false-reject rate to expect on new good parts {expected[0]:.3g} to "
-            f"{expected[1]:.3g} (95 %; target {policy['target_false_reject_rate']:g})"
+            f"{expected[1]:.3g} (95 %; target {policy.target_false_reject_rate:g})"
         )
-    if policy.get("small_sample"):
+    if policy.small_sample:
         print("WARNING: too few good images to resolve the target rate (see the notes)")
     if "escapes" in at:
         es = at["escapes"]
@@ -241,13 +240,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             f"escapes seen {es['count']}/{es['of']} (95 % CI {es['rate_95ci'][0]:.3g} "
             f"to {es['rate_95ci'][1]:.3g})"
         )
-    for name, cand in policy.get("candidates", {}).items():
+    for name, cand in policy.candidates.items():
         extra = f", escapes {cand['escapes']}" if "escapes" in cand else ""
         print(
             f"  {name:<12} threshold {cand['threshold']:.6g}: false rejects "
             f"{cand['false_rejects']}{extra}"
         )
-    for note in policy.get("notes", []):
+    for note in policy.notes:
         print(f"note: {note}")
     return EXIT_OK
 

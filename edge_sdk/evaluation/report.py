@@ -27,6 +27,7 @@ from edge_sdk.evaluation.metrics import PixelScores
 from edge_sdk.records import Result, Verdict
 from edge_sdk.runtime.engine import Device
 from edge_sdk.runtime.inspector import Inspector
+from edge_sdk.runtime.manifest import ThresholdPolicy
 from edge_sdk.statistics import auroc, rate, roc_curve
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ def evaluate(
             "threshold": {
                 "image": threshold,
                 "pixel": inspector.pixel_threshold,
-                "policy": manifest.threshold.policy.get("method", "unspecified"),
+                "policy": manifest.threshold.policy.method or "unspecified",
             },
             "graph": inspector.engine.variant,
             "provider": inspector.provider,
@@ -337,13 +338,13 @@ def write_pictures(
 
 
 def target_check(
-    policy: dict[str, Any], false_rejects: dict[str, Any], good: Sequence[Scored]
+    policy: ThresholdPolicy, false_rejects: dict[str, Any], good: Sequence[Scored]
 ) -> dict[str, Any] | None:
     """The false-reject rate on the test's good images against the bundle's target and the
     interval its calibration expected; a note that says why when it falls outside. None
     for bundles calibrated before the interval was recorded, or with no good test images."""
-    expected = policy.get("expected_false_reject_rate_95ci")
-    target = policy.get("target_false_reject_rate")
+    expected = policy.expected_false_reject_rate_95ci
+    target = policy.target_false_reject_rate
     if expected is None or target is None or not false_rejects["of"]:
         return None
     lo, hi = expected
@@ -354,10 +355,10 @@ def target_check(
     out: dict[str, Any] = {
         "target_frr": target,
         "expected_95ci": [lo, hi],
-        "calibration_images": policy.get("images"),
+        "calibration_images": policy.images,
         "within": within,
     }
-    calibration = policy.get("good_scores", {}).get("median")
+    calibration = policy.good_scores.get("median")
     test_median = float(np.median([s.score for s in good]))
     out["median_good_score"] = {"calibration": calibration, "test": round(test_median, 6)}
     if not within:

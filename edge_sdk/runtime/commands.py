@@ -202,6 +202,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 
 def cmd_bundle_info(args: argparse.Namespace) -> int:
     from edge_sdk.runtime.bundle import Bundle, describe
+    from edge_sdk.runtime.manifest import ThresholdPolicy
 
     info = describe(Bundle.open(args.bundle))
     if args.json:
@@ -228,21 +229,19 @@ def cmd_bundle_info(args: argparse.Namespace) -> int:
         f"({norm['pad_mode']})"
     )
     thr = info["threshold"]
-    record = thr["policy"]
-    policy = record.get("method", "unspecified")
+    record = ThresholdPolicy.model_validate(thr["policy"])
+    policy = record.method or "unspecified"
     print(f"  threshold   image {thr['image']:.6g}, pixel {thr['pixel']:.6g} ({policy})")
-    target = record.get("target_false_reject_rate")
+    target = record.target_false_reject_rate
     if target is not None:
-        line = (
-            f"  target      false-reject rate {target:g} on {record.get('images', '?')} good images"
-        )
-        expected = record.get("expected_false_reject_rate_95ci")
+        line = f"  target      false-reject rate {target:g} on {record.images or '?'} good images"
+        expected = record.expected_false_reject_rate_95ci
         if expected is not None:
             line += f", expected {expected[0]:.3g} to {expected[1]:.3g} (95 %)"
         print(line)
-    if record.get("small_sample"):
+    if record.small_sample:
         print("  WARNING     too few good images for the target:")
-    for note in record.get("notes", []):
+    for note in record.notes:
         print(f"  note        {note}")
     return EXIT_OK
 

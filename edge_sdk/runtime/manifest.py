@@ -11,7 +11,14 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 FORMAT_NAME = "edge-ad-bundle"
 FORMAT_MAJOR = 1
@@ -142,10 +149,39 @@ class Normalization(_Frozen):
     pad_mode: Literal["edge", "constant"] = "edge"
 
 
+class ThresholdPolicy(BaseModel):
+    """How the image threshold was chosen: the record that
+    :func:`edge_sdk.calibration.thresholds.choose_threshold` writes, read by ``bundle info``,
+    ``eval``, ``calibrate`` and ``train``. Every field is optional (a bundle calibrated before
+    a field existed lacks it); other keys (legacy and diagnostic ones) are kept as written.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    method: str | None = None
+    policy: str | None = None
+    chosen_by: str | None = None
+    target_false_reject_rate: float | None = None
+    # The false-reject rate to expect on new good parts at this threshold (95 %).
+    expected_false_reject_rate_95ci: tuple[float, float] | None = None
+    images: int | None = None  # good images the threshold was set on
+    good_scores: dict[str, Any] = Field(default_factory=dict)
+    small_sample: bool = False  # too few good images to resolve the target rate
+    at_threshold: dict[str, Any] = Field(default_factory=dict)
+    split: dict[str, Any] = Field(default_factory=dict)
+    candidates: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
 class Threshold(_Frozen):
     image: float
     pixel: float
-    policy: dict[str, Any] = Field(default_factory=dict)
+    policy: ThresholdPolicy = Field(default_factory=ThresholdPolicy)
+
+    @field_serializer("policy")
+    def _policy_as_written(self, policy: ThresholdPolicy) -> dict[str, Any]:
+        # What the calibration wrote, no more: an older bundle's manifest reads back as it was.
+        return policy.model_dump(exclude_unset=True)
 
     @field_validator("image", "pixel")
     @classmethod

@@ -322,14 +322,14 @@ def print_threshold_notes(bundle: Path, stream: TextIO) -> None:
     from edge_sdk.runtime.bundle import Bundle
 
     policy = Bundle.open(bundle).manifest.threshold.policy
-    notes = policy.get("notes", [])
-    if policy.get("small_sample"):
+    notes = policy.notes
+    if policy.small_sample:
         stream.write("WARNING: too few held-out good images to resolve the target rate\n")
     for note in notes:
         stream.write(f"threshold: {note}\n")
-    expected = policy.get("expected_false_reject_rate_95ci")
+    expected = policy.expected_false_reject_rate_95ci
     if expected is not None:
         stream.write(
             f"threshold: expected false-reject rate on new good parts {expected[0]:.3g} to "
-            f"{expected[1]:.3g} (95 %, target {policy.get('target_false_reject_rate')})\n"
+            f"{expected[1]:.3g} (95 %, target {policy.target_false_reject_rate})\n"
         )
