@@ -268,3 +268,18 @@ def test_manifest_round_trip_is_stable(s_bundle: Path) -> None:
     again = bundle_mod.parse_manifest(text, source="round trip")
     assert again == manifest
     assert yaml.safe_load(text)["format"].startswith("edge-ad-bundle/1.")
+
+
+def test_threshold_policy_is_typed_and_reads_back_as_written() -> None:
+    from edge_sdk.runtime.manifest import Threshold
+
+    written = {"method": "false_reject_rate", "target_false_reject_rate": 0.01, "k": [1, 2]}
+    threshold = Threshold.model_validate({"image": 0.5, "pixel": 0.5, "policy": written})
+    assert threshold.policy.target_false_reject_rate == 0.01
+    assert threshold.policy.small_sample is False and threshold.policy.notes == ()
+    # An older bundle's record gains no keys on the way back (and keeps the unknown one).
+    assert threshold.model_dump(mode="json")["policy"] == written
+    with pytest.raises(ValueError, match="target_false_reject_rate"):
+        Threshold.model_validate(
+            {"image": 0.5, "pixel": 0.5, "policy": {"target_false_reject_rate": "x"}}
+        )
