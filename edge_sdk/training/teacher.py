@@ -246,7 +246,7 @@ def _distill(
     precision = precision_for(device, config.bf16)
     pdn = nets.teacher(config.architecture)
     if parent is not None:
-        nets.load_teacher_weights(pdn, {k: v.float() for k, v in parent.state_dict.items()})
+        nets.load_teacher_weights(pdn, parent.path)
     # channels_last: oneDNN's and cuDNN's fast convolution layout.
     pdn.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.Adam(pdn.parameters(), lr=config.lr, weight_decay=WEIGHT_DECAY)

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from edge_sdk.errors import ConfigError
 
 __all__ = ["Parent", "check_projection", "lineage_record", "read_parent"]
@@ -32,10 +30,10 @@ _VARIANCE_TOLERANCE = 2e-4
 
 @dataclass(frozen=True)
 class Parent:
-    """A teacher to continue: its weights, its record and the steps its lineage has done."""
+    """A teacher to continue: its file (weights loaded by ``networks.load_teacher_weights``)
+    and its record."""
 
     path: Path
-    state_dict: dict[str, torch.Tensor]
     record: dict[str, Any]
 
     @property
@@ -59,17 +57,16 @@ def read_parent(
     photos_count: int,
     photos_fingerprint: str,
 ) -> Parent:
-    """Load the teacher at ``path`` and its ``.json`` record; raise :class:`ConfigError`
+    """Read the ``.json`` record of the teacher at ``path``; raise :class:`ConfigError`
     naming the first field that differs from this run's."""
     sidecar = path.with_name(path.name + ".json")
     try:
         record = json.loads(sidecar.read_text(encoding="utf-8"))
-        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
         raise ConfigError(
             f"--init {path}: {exc.filename} not found (a teacher needs its .pth and its .json)"
         ) from exc
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError) as exc:
         raise ConfigError(f"--init {path}: cannot read it: {exc}") from exc
     if not isinstance(record, dict) or record.get("format") != "edge-ad-teacher/1":
         raise ConfigError(f"--init {sidecar}: not an edge-ad teacher record")
@@ -96,7 +93,9 @@ def read_parent(
             )
     if not isinstance(record.get("steps"), int) or record["steps"] < 1:
         raise ConfigError(f"--init {sidecar}: no step count")
-    return Parent(path=path, state_dict=dict(state), record=record)
+    if not path.is_file():
+        raise ConfigError(f"--init {path}: not found (a teacher needs its .pth and its .json)")
+    return Parent(path=path, record=record)
 
 
 def check_projection(parent: Parent, explained_variance: float) -> None:
