@@ -182,7 +182,8 @@ def test_run_takes_the_engine_flags_and_leaves_the_file_its_say(tmp_path: Path) 
         ["run", "--config", str(line), "--variant", "int8", "--threads", "1", "--no-recheck"]
     )
     config, _ = load_config(given.config, overrides=run_overrides(given))
-    assert (config.device, config.variant, config.threads, config.recheck) == (
+    engine = config.engine
+    assert (engine.device, engine.variant, engine.threads, config.recheck) == (
         "cpu",
         "int8",
         1,
@@ -190,7 +191,8 @@ def test_run_takes_the_engine_flags_and_leaves_the_file_its_say(tmp_path: Path) 
     )
     plain = parser.parse_args(["run", "--config", str(line)])
     config, _ = load_config(plain.config, overrides=run_overrides(plain))
-    assert (config.device, config.variant, config.threads, config.recheck) == ("cpu", None, 3, True)
+    engine = config.engine
+    assert (engine.device, engine.variant, engine.threads, config.recheck) == ("cpu", None, 3, True)
     calibrate = parser.parse_args(["calibrate", "--bundle", "b", "--good", "g", "--out", "o"])
     inspect = parser.parse_args(["inspect", "--bundle", "b", "x.png"])
     assert calibrate.device == inspect.device == "auto"

@@ -26,13 +26,14 @@ def test_precedence_cli_over_env_over_file_over_defaults(tmp_path: Path) -> None
     config, origin = load_config(
         line, overrides={"deadline_ms": 500.0, "camera": None}, environ=env
     )
-    assert config.deadline_ms == 500.0 and origin["deadline_ms"] == "command line"
-    assert config.mode == "free_run" and origin["mode"] == str(line)
+    assert config.pipeline.deadline_ms == 500.0
+    assert origin["pipeline.deadline_ms"] == "command line"
+    assert config.pipeline.mode == "free_run" and origin["pipeline.mode"] == str(line)
     # Nested keys merge: the port from the file, the host from the environment.
     assert (config.health.host, config.health.port) == ("0.0.0.0", 9000)
-    assert config.queue_size == 64  # default
+    assert config.pipeline.queue_size == 64  # default
     env_only, _ = load_config(line, environ=env)
-    assert env_only.deadline_ms == 400.0
+    assert env_only.pipeline.deadline_ms == 400.0
 
 
 def test_paths_in_the_file_are_relative_to_the_file(
@@ -81,10 +82,10 @@ def test_gpu_and_recheck_keys_default_to_the_engine_defaults(tmp_path: Path) -> 
     line = write(tmp_path / "line.yaml", "bundle: b.bundle\n")
     config, _ = load_config(line, environ={})
     # None: CUDA graphs on for the CUDA provider, off for TensorRT (EngineOptions decides).
-    assert config.cuda_graph is None and config.recheck is True
+    assert config.engine.cuda_graph is None and config.recheck is True
     env = {"EDGE_AD_RECHECK": "false", "EDGE_AD_CUDA_GRAPH": "false"}
     config, origin = load_config(line, environ=env)
-    assert config.recheck is False and config.cuda_graph is False
+    assert config.recheck is False and config.engine.cuda_graph is False
     assert origin["recheck"] == "environment"
 
 
@@ -102,3 +103,47 @@ def test_sinks_are_typed_models_validated_at_load(tmp_path: Path) -> None:
     assert isinstance(LineConfig(bundle=Path("b.bundle")).sinks[0], JsonlSinkConfig)
     with pytest.raises(ValueError, match="a second sink named 'jsonl'"):
         LineConfig.model_validate({"bundle": "b", "sinks": [{"type": "jsonl"}, {"type": "jsonl"}]})
+
+
+def test_engine_and_pipeline_sections_are_the_options_the_runtime_takes(tmp_path: Path) -> None:
+    from edge_sdk.line.pipeline import Mode, PipelineOptions
+    from edge_sdk.runtime.engine import EngineOptions
+
+    line = write(
+        tmp_path / "etc" / "line.yaml",
+        "bundle: b.bundle\nengine: {device: cpu, threads: 2, trt_cache_dir: cache}\n"
+        "pipeline: {mode: free_run, deadline_ms: 250}\n",
+    )
+    config, origin = load_config(line, environ={"EDGE_AD_PIPELINE__QUEUE_SIZE": "8"})
+    assert config.engine == EngineOptions(
+        device="cpu", threads=2, trt_cache_dir=tmp_path / "etc" / "cache"
+    )
+    assert config.pipeline == PipelineOptions(mode=Mode.FREE_RUN, deadline_ms=250, queue_size=8)
+    assert origin["engine.threads"] == str(line)
+    assert origin["pipeline.queue_size"] == "environment"
+    # The flat keys of older line.yaml files move into their sections, layer by layer, so
+    # a flat key in the environment still beats a nested one in the file.
+    config, origin = load_config(line, environ={"EDGE_AD_DEADLINE_MS": "400"})
+    assert config.pipeline.deadline_ms == 400 and config.pipeline.mode is Mode.FREE_RUN
+    assert origin["pipeline.deadline_ms"] == "environment"
+    flat = write(tmp_path / "flat.yaml", "bundle: b.bundle\ndevice: cpu\nmode: free_run\n")
+    config, _ = load_config(flat, environ={})
+    assert config.engine.device == "cpu" and config.pipeline.mode is Mode.FREE_RUN
+    assert LineConfig(bundle=Path("b"), deadline_ms=300).pipeline.deadline_ms == 300  # type: ignore[call-arg]
+    both = write(tmp_path / "both.yaml", "bundle: b\ndevice: cpu\nengine: {device: cuda}\n")
+    with pytest.raises(ConfigError, match=r"device is given twice.*engine\.device"):
+        load_config(both, environ={})
+    bad = write(tmp_path / "bad.yaml", "bundle: b\nengine: {threads: -1, devcie: cpu}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad, environ={})
+    assert f"engine.threads (from {bad})" in str(info.value)
+    assert f"engine.devcie (from {bad})" in str(info.value)
+
+
+def test_the_readme_line_config_loads(tmp_path: Path) -> None:
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    text = readme.read_text().split("A line config (`line.yaml`", 1)[1]
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config, _ = load_config(write(tmp_path / "line.yaml", block), environ={})
+    assert config.engine.device == "auto" and config.pipeline.deadline_ms == 300
+    assert [s.type for s in config.sinks] == ["jsonl", "modbus", "mqtt", "archive"]

@@ -121,14 +121,21 @@ def test_plc_stops_answering_mid_run(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(3)
+    # The PLC dies once results flow (a loaded machine may take seconds to start the run).
+    results = tmp_path / "results.jsonl"
+    flowing = time.monotonic() + 60
+    while time.monotonic() < flowing and (
+        not results.exists() or results.read_bytes().count(b"\n") < 10
+    ):
+        time.sleep(0.1)
+    time.sleep(2)
     plc.stop()
     time.sleep(3)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     summary = json.loads(out)
-    lines = read_lines(tmp_path / "results.jsonl")
+    lines = read_lines(results)
     assert len(lines) == summary["results"] == summary["frames"]
     assert sorted(r["frame_id"] for r in lines) == list(range(len(lines)))
     modbus = summary["sinks"]["modbus"]

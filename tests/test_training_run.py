@@ -133,7 +133,7 @@ def test_short_run_through_the_cli_gives_a_bundle_the_runtime_runs(
     add_train_parser(parser.add_subparsers(dest="command"))
     out = tmp_path / "parts.bundle"
     argv = ["train", str(parts), "--out", str(out), "--teacher", "random", "--steps", "20"]
-    options = ["--seed", "3", "--device", "cpu", "--int8"] + (["--bf16"] * BF16)
+    options = ["--seed", "3", "--device", "cpu", "--int8", "--lr", "3e-4"] + (["--bf16"] * BF16)
     args = parser.parse_args(argv + options)
     assert args.func(args) == 0
     printed = capsys.readouterr().out
@@ -149,6 +149,7 @@ def test_short_run_through_the_cli_gives_a_bundle_the_runtime_runs(
         assert "int8" not in manifest.model.variants
     record = manifest.training
     assert record["steps"] == 20 and record["seed"] == 3
+    assert record["recipe"]["optimizer"]["lr"] == 3e-4
     assert record["teacher"]["source"] == "random"
     assert record["images"] == {"train": 4, "validation": 4}
     assert set(record["losses"]) == {"total", "hard", "ae", "stae"}
@@ -170,7 +171,12 @@ def test_cli_usage_and_data_errors(tmp_path: Path, capsys: pytest.CaptureFixture
     parser = argparse.ArgumentParser(prog="edge-ad")
     add_train_parser(parser.add_subparsers(dest="command"))
     base = ["train", str(tmp_path / "missing"), "--out", str(tmp_path / "x.bundle")]
-    for extra in (["--steps", "0"], ["--val-fraction", "1.5"], ["--target-frr", "0"]):
+    for extra in (
+        ["--steps", "0"],
+        ["--val-fraction", "1.5"],
+        ["--target-frr", "0"],
+        ["--lr", "0"],
+    ):
         args = parser.parse_args(base + extra)
         assert args.func(args) == 2
     args = parser.parse_args([*base, "--teacher", "random"])

@@ -56,12 +56,9 @@ def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {
         "camera": args.camera,
         "bundle": args.bundle,
-        "device": args.device,
-        "variant": args.variant,
-        "threads": args.threads,
+        "engine": {"device": args.device, "variant": args.variant, "threads": args.threads},
         "recheck": args.recheck,
-        "mode": args.mode,
-        "deadline_ms": args.deadline_ms,
+        "pipeline": {"mode": args.mode, "deadline_ms": args.deadline_ms},
     }
     if args.folder:
         overrides["source"] = "folder"

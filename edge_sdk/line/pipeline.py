@@ -17,20 +17,18 @@ Modes (what happens when inspection is slower than the camera):
 
 from __future__ import annotations
 
-import enum
 import logging
 import queue
 import secrets
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
-import numpy as np
-
+from edge_sdk.line.options import Mode, PipelineOptions
 from edge_sdk.line.snapshot import PipelineSnapshot
+from edge_sdk.line.stats import LatencyWindow, PipelineStats
 from edge_sdk.records import Frame, Inspection, Result, Verdict
 from edge_sdk.runtime.inspector import Inspector
 from edge_sdk.sources.base import FrameSource
@@ -43,12 +41,9 @@ from edge_sdk.sources.errors import (
 
 log = logging.getLogger(__name__)
 
-STAGES = ("queue", "preprocess", "infer", "decide", "signal", "total")
-
-
-class Mode(str, enum.Enum):
-    PER_PART = "per_part"
-    FREE_RUN = "free_run"
+# Mode and PipelineOptions live in options.py (line.yaml reads them without the pipeline)
+# and are the pipeline's own API too.
+__all__ = ["Mode", "Pipeline", "PipelineOptions", "ResultSink", "new_run_id"]
 
 
 class ResultSink(Protocol):
@@ -69,52 +64,6 @@ def new_run_id() -> str:
     (23, True)
     """
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
-
-
-@dataclass(frozen=True)
-class PipelineOptions:
-    mode: Mode = Mode.PER_PART
-    deadline_ms: float = 1000.0  # acquisition to verdict
-    queue_size: int = 64  # per_part: frames that may wait for inspection
-    read_timeout_s: float = 0.2  # one wait for a frame; stop() takes effect within it
-    drain_timeout_s: float = 5.0  # on stop: time to finish frames in flight
-    sink_close_timeout_s: float = 5.0
-    keep_latency_samples: int = 2048
-    max_source_errors: int = 10  # consecutive source errors that end the run
-
-
-class LatencyWindow:
-    """The last N samples of each stage, for p50/p99 without unbounded memory."""
-
-    def __init__(self, size: int) -> None:
-        self._samples = {stage: deque[float](maxlen=size) for stage in STAGES}
-
-    def add(self, **ms: float) -> None:
-        for stage, value in ms.items():
-            self._samples[stage].append(value)
-
-    def summary(self) -> dict[str, dict[str, float]]:
-        out = {}
-        for stage, values in self._samples.items():
-            if values:
-                arr = np.fromiter(values, dtype=np.float64)
-                p50, p99 = np.percentile(arr, [50, 99])
-                out[stage] = {"p50": float(p50), "p99": float(p99), "n": len(values)}
-        return out
-
-
-@dataclass
-class PipelineStats:
-    """Counters since start; `snapshot()` gives a JSON-ready copy."""
-
-    frames: int = 0
-    results: int = 0
-    verdicts: dict[str, int] = field(default_factory=lambda: {v.value: 0 for v in Verdict})
-    deadline_misses: int = 0
-    queue_overflows: int = 0
-    dropped_free_run: int = 0
-    shutdown_failsafe: int = 0
-    source_errors: int = 0
 
 
 @dataclass(frozen=True)

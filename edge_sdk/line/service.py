@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from edge_sdk.errors import ConfigError
 from edge_sdk.line.config import LineConfig, describe
 from edge_sdk.line.notify import Notifier
-from edge_sdk.line.pipeline import Mode, Pipeline, PipelineOptions, ResultSink
+from edge_sdk.line.pipeline import Mode, Pipeline, ResultSink
 from edge_sdk.line.snapshot import PipelineSnapshot
-from edge_sdk.runtime.engine import EngineOptions
 from edge_sdk.runtime.inspector import Inspector
 from edge_sdk.sources.base import FrameSource
 
@@ -179,31 +178,18 @@ def run_line(
     (the demo uses it to make defective parts on the simulated camera)."""
     notifier = notifier or Notifier()
     log.info("line configuration:\n%s", describe(config))
-    engine = EngineOptions(
-        device=config.device,
-        variant=config.variant,
-        threads=config.threads,
-        trt_cache_dir=config.trt_cache_dir,
-        cuda_graph=config.cuda_graph,
-    )
-    inspector = Inspector.open(config.bundle, engine=engine, recheck=config.recheck)
+    inspector = Inspector.open(config.bundle, engine=config.engine, recheck=config.recheck)
     log.info(
         "model %s: %s graph on %s",
         inspector.manifest.name,
         inspector.engine.variant,
         inspector.provider,
     )
-    if config.mode == "per_part":
-        check_deadline(inspector, config.deadline_ms)
+    if config.pipeline.mode is Mode.PER_PART:
+        check_deadline(inspector, config.pipeline.deadline_ms)
     source = build_source(config)
     sinks = build_sinks(config, source)
-    options = PipelineOptions(
-        mode=Mode(config.mode),
-        deadline_ms=config.deadline_ms,
-        queue_size=config.queue_size,
-        drain_timeout_s=config.drain_timeout_s,
-    )
-    pipeline = Pipeline(source, inspector, sinks, options)
+    pipeline = Pipeline(source, inspector, sinks, config.pipeline)
     health = None
     before_stop: Callable[[], None] | None = None
     started = time.monotonic()

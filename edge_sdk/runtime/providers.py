@@ -21,7 +21,9 @@ import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import Field
 
 from edge_sdk.errors import EngineError, require
 
@@ -55,7 +57,9 @@ class EngineOptions:
 
     device: Device = "auto"
     variant: str | None = None  # None: the best variant the bundle has for the device
-    threads: int = 0
+    # The constraints are checked where the options are read from a file (line.yaml's
+    # engine section); Python callers get what they pass.
+    threads: Annotated[int, Field(ge=0)] = 0
     # Spinning threads burn the cores the camera and sinks need between frames.
     allow_spinning: bool = False
     # TensorRT engines are built on the first start (minutes) and reused from here after;

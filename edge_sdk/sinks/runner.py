@@ -18,6 +18,9 @@ same thread between deliveries (the Modbus heartbeat, the MQTT health message), 
 sink never sees two threads at once, and a heartbeat stops when its delivery thread is
 stuck.
 
+Over 400 lines on purpose: one class whose submit, delivery loop, retries, drops and
+close share one lock and one queue; the invariant above is checked across all of them.
+
 >>> from edge_sdk.sinks.callback import CallbackSink
 >>> seen = []
 >>> with SinkRunner(CallbackSink(seen.append, name="demo")) as runner:

@@ -250,9 +250,8 @@ def demo_overrides(out_dir: Path, bundle: Path) -> dict[str, Any]:
         "camera": "0",
         "profile": str(profile_path()),
         "bundle": str(bundle),
-        "device": "auto",
-        "mode": "free_run",
-        "deadline_ms": 5000,
+        "engine": {"device": "auto"},
+        "pipeline": {"mode": "free_run", "deadline_ms": 5000},
         "health": {"enabled": True, "port": 0},
         "sinks": [
             {"type": "jsonl", "path": str(out_dir / "results.jsonl")},

@@ -60,6 +60,9 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     add_precision_argument(p)
     p.add_argument("--batch-size", type=int, default=1, help="images per step (paper: 1)")
+    p.add_argument(
+        "--lr", type=float, default=None, help="Adam's learning rate (default: the paper's 1e-4)"
+    )
     p.add_argument("--checkpoint-dir", metavar="DIR", help="default: BUNDLE.ckpt next to --out")
     p.add_argument("--checkpoint-every", type=int, default=1000, metavar="STEPS")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
@@ -151,6 +154,8 @@ def _usage_error(args: argparse.Namespace) -> str | None:
         return f"--val-fraction must be between 0 and 1, got {args.val_fraction}"
     if not 0.0 < args.target_frr < 1.0:
         return f"--target-frr must be between 0 and 1, got {args.target_frr}"
+    if args.lr is not None and not 0.0 < args.lr < 1.0:
+        return f"--lr must be between 0 and 1, got {args.lr}"
     return None
 
 
@@ -259,6 +264,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         int8=args.int8,
     )
+    if args.lr is not None:  # else the recipe's LEARNING_RATE
+        config = dataclasses.replace(config, lr=args.lr)
     if args.resize is not None:  # else the recipe's INPUT_RESIZE
         config = dataclasses.replace(config, resize=args.resize)
     budget = None

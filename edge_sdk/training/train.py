@@ -32,7 +32,6 @@ from edge_sdk.training.data import TrainingData, iter_images
 from edge_sdk.training.losses import P_HARD
 from edge_sdk.training.recipe import (
     DEFAULT_TEACHER,
-    LEARNING_RATE,
     LR_DECAY_AT,
     LR_DECAY_FACTOR,
     WEIGHT_DECAY,
@@ -293,7 +292,7 @@ def training_record(config: TrainConfig, result: FitResult) -> dict[str, Any]:
             "architecture": config.architecture,
             "steps": config.steps,
             "batch_size": config.batch_size,
-            "optimizer": {"name": "Adam", "lr": LEARNING_RATE, "weight_decay": WEIGHT_DECAY},
+            "optimizer": {"name": "Adam", "lr": config.lr, "weight_decay": WEIGHT_DECAY},
             "lr_schedule": {
                 "factor": LR_DECAY_FACTOR,
                 "at_step": max(1, int(LR_DECAY_AT * config.steps)),

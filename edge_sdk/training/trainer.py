@@ -41,7 +41,6 @@ from edge_sdk.training.data import (
 from edge_sdk.training.inference_graph import normalise
 from edge_sdk.training.losses import P_HARD, efficientad_losses, teacher_channel_stats
 from edge_sdk.training.recipe import (
-    LEARNING_RATE,
     LR_DECAY_AT,
     LR_DECAY_FACTOR,
     RANDOM_TEACHER,
@@ -121,7 +120,7 @@ def fingerprint(
         "batch_size": config.batch_size,
         "val_fraction": config.val_fraction,
         "resize": config.resize,
-        "recipe": [LEARNING_RATE, WEIGHT_DECAY, LR_DECAY_AT, LR_DECAY_FACTOR, P_HARD],
+        "recipe": [config.lr, WEIGHT_DECAY, LR_DECAY_AT, LR_DECAY_FACTOR, P_HARD],
     }
 
 
@@ -160,7 +159,7 @@ class Trainer:
         self.autoencoder.train()
         self.optimizer = torch.optim.Adam(
             itertools.chain(self.student.parameters(), self.autoencoder.parameters()),
-            lr=LEARNING_RATE,
+            lr=config.lr,
             weight_decay=WEIGHT_DECAY,
         )
         self.scheduler = torch.optim.lr_scheduler.StepLR(
