@@ -42,13 +42,17 @@ def test_paths_in_the_file_are_relative_to_the_file(
     line = write(
         tmp_path / "etc" / "line.yaml",
         "bundle: models/screw.bundle\nprofile: ../calibration/cam.yaml\n"
-        "sinks: [{type: jsonl, path: out/results.jsonl}]\n",
+        "sinks: [{type: jsonl, path: out/results.jsonl}, {type: archive, root: arch},\n"
+        "        {type: mqtt, host: broker, tls_ca_file: certs/ca.pem}]\n",
     )
     monkeypatch.chdir("/")
     config, _ = load_config(line, environ={})
     assert config.bundle == tmp_path / "etc" / "models" / "screw.bundle"
     assert config.profile == tmp_path / "calibration" / "cam.yaml"
-    assert config.sinks[0].path == tmp_path / "etc" / "out" / "results.jsonl"
+    jsonl, archive, mqtt = config.sinks
+    assert jsonl.path == tmp_path / "etc" / "out" / "results.jsonl"
+    assert archive.root == tmp_path / "etc" / "arch"
+    assert mqtt.tls_ca_file == tmp_path / "etc" / "certs" / "ca.pem"
 
 
 def test_errors_name_the_key_and_where_it_came_from(tmp_path: Path) -> None:

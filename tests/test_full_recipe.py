@@ -68,3 +68,25 @@ def test_full_recipe_on_a_tiny_budget(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-2000:]
     assert {p: p.stat().st_mtime_ns for p in written} == written
     assert "parts: image AUROC" in again.stdout
+
+
+def test_budget_curve_on_a_tiny_budget(tmp_path: Path) -> None:
+    # benchmarks/budget_curve.py: one run per set and teacher, a bundle and a row per
+    # milestone, each evaluated on the test split.
+    data = _parts(tmp_path / "parts")
+    script = SCRIPT.parents[1] / "benchmarks" / "budget_curve.py"
+    results = tmp_path / "curve.json"
+    argv = [sys.executable, str(script), "--data", str(data), "--teacher", "random"]
+    argv += ["--milestones", "2,1", "--device", "cpu", "--out", str(tmp_path / "run")]
+    done = subprocess.run(
+        [*argv, "--results", str(results)], capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(results.read_text())["rows"]
+    assert [(r["teacher"], r["steps"]) for r in rows] == [("random", 1), ("random", 2)]
+    assert all(r["escapes"]["of"] == 3 and r["false_rejects"]["of"] == 3 for r in rows)
+    from edge_sdk.runtime.bundle import Bundle
+
+    record = Bundle.open(tmp_path / "run" / "parts_random_2.bundle").manifest.training
+    assert record["steps"] == 2 and record["recipe"]["steps"] == 2
+    assert "parts       random      1 steps: image AUROC" in done.stdout

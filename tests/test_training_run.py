@@ -347,3 +347,20 @@ def test_time_budget_sets_the_steps_from_measured_steps(
     assert "WARNING: too few held-out good images" in err and "cannot resolve" in err
     args = parser.parse_args([*argv, "--time-budget", "4s", "--resume"])
     assert args.func(args) == 2
+
+
+def test_milestones_give_the_models_of_separate_runs(parts: Path, tmp_path: Path) -> None:
+    from edge_sdk.training.milestones import fit_milestones
+
+    config = _config(parts, tmp_path)
+    models = list(fit_milestones(config, [4, 2]))
+    assert [m.steps for m in models] == [2, 4]
+    for model in models:
+        alone = fit(_config(parts, tmp_path / str(model.steps), steps=model.steps))
+        for name in ("student", "autoencoder"):
+            a, b = getattr(alone, name).state_dict(), getattr(model, name).state_dict()
+            for key in a:
+                assert torch.equal(a[key], b[key]), f"{model.steps} steps: {name}.{key}"
+        assert model.losses == alone.losses
+    with pytest.raises(ConfigError, match="milestones"):
+        next(fit_milestones(config, [0, 3]))

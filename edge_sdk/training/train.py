@@ -27,6 +27,7 @@ from torch import nn
 
 from edge_sdk.errors import ConfigError
 from edge_sdk.runtime.bundle import Bundle
+from edge_sdk.training.budget import BudgetPlan, plan_for_budget
 from edge_sdk.training.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from edge_sdk.training.data import TrainingData, iter_images
 from edge_sdk.training.losses import P_HARD
@@ -55,6 +56,7 @@ __all__ = [
     "TrainResult",
     "TrainingInterrupted",
     "cpu_has_fast_bf16",
+    "export_fit",
     "fit",
     "plan_for_budget",
     "resolve_teacher",
@@ -103,60 +105,10 @@ class _Rate:
         return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
 
 
-def _mean_losses(history: collections.deque[dict[str, float]]) -> dict[str, float]:
+def mean_losses(history: collections.deque[dict[str, float]]) -> dict[str, float]:
     if not history:
         return {}
     return {k: float(np.mean([h[k] for h in history])) for k in history[-1]}
-
-
-@dataclass(frozen=True)
-class BudgetPlan:
-    """How many steps fit a time budget on this machine, and the measurements behind it."""
-
-    steps: int
-    budget_s: float
-    step_s: float  # median of the probe steps
-    statistics_s: float  # estimated teacher statistics pass before the first step
-
-    def record(self) -> dict[str, Any]:
-        return {
-            "budget_s": self.budget_s,
-            "steps": self.steps,
-            "measured_step_s": round(self.step_s, 4),
-            "estimated_statistics_s": round(self.statistics_s, 1),
-            "covers": "teacher statistics and training steps; not the export and calibration",
-        }
-
-
-PROBE_STEPS = 4  # the first is a warm-up and not counted
-
-
-def plan_for_budget(config: TrainConfig, budget_s: float) -> BudgetPlan:
-    """The steps of ``config``'s run that fit ``budget_s`` seconds here, measured: a probe
-    times a few real steps (forward and backward, no weight update) and the teacher on one
-    batch, on the same data, device and precision as the run."""
-    if budget_s <= 0:
-        raise ConfigError(f"time budget: expected a positive duration, found {budget_s} s")
-    config.validate()
-    device = resolve_device(config.device)
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        probe = Trainer(config, device)
-        zeros = torch.zeros(1, probe.teacher_mean.numel(), 1, 1, device=device)
-        times = []
-        for _ in range(PROBE_STEPS):
-            t0 = time.perf_counter()
-            probe.train_step(zeros, zeros + 1)
-            times.append(time.perf_counter() - t0)
-        probe.optimizer.zero_grad(set_to_none=True)
-        step_s = float(np.median(times[1:]))
-        # The statistics pass: the teacher over every training image, timed on one batch.
-        batch = probe._input(probe.data.train_images[:8])
-        t0 = time.perf_counter()
-        with torch.no_grad(), probe.autocast():
-            probe.teacher(batch)
-        statistics_s = (time.perf_counter() - t0) / batch.shape[0] * len(probe.data.train_images)
-    steps = max(1, int((budget_s - statistics_s) / step_s))
-    return BudgetPlan(steps=steps, budget_s=budget_s, step_s=step_s, statistics_s=statistics_s)
 
 
 def fit(config: TrainConfig, *, progress: ProgressCallback | None = None) -> FitResult:
@@ -230,7 +182,7 @@ def _fit(
                         "training",
                         run.step,
                         config.steps,
-                        _mean_losses(run.history),
+                        mean_losses(run.history),
                         steps_per_s,
                         eta,
                         run.elapsed_s,
@@ -243,7 +195,7 @@ def _fit(
                     run.step,
                     config.steps,
                     steps_per_s,
-                    _mean_losses(run.history),
+                    mean_losses(run.history),
                 )
     except KeyboardInterrupt:
         if updating:
@@ -269,7 +221,7 @@ def _fit(
         data=run.data,
         teacher_source=run.teacher_source,
         steps=run.step,
-        losses=_mean_losses(run.history),
+        losses=mean_losses(run.history),
         wall_time_s=run.elapsed_s,
         device=f"{device} ({run.precision.label})",
         checkpoint=ckpt,
@@ -325,13 +277,24 @@ def train(
     The map quantiles and the threshold come from the held-out validation images only.
     ``budget``, when the steps came from :func:`plan_for_budget`, goes into the record.
     """
-    from edge_sdk.training.export import export_bundle  # onnx is needed only from here
-
     out = Path(config.out).expanduser().absolute()
     if out.exists() and not config.overwrite:
         # Checked before training: finding out after hours of training would be cruel.
         raise ConfigError(f"{out}: already exists; bundles are immutable, choose a new name")
-    result = fit(config, progress=progress)
+    return export_fit(config, fit(config, progress=progress), progress=progress, budget=budget)
+
+
+def export_fit(
+    config: TrainConfig,
+    result: FitResult,
+    *,
+    progress: ProgressCallback | None = None,
+    budget: BudgetPlan | None = None,
+) -> TrainResult:
+    """Write ``result``'s bundle to ``config.out``, calibrated on its held-out images."""
+    from edge_sdk.training.export import export_bundle  # onnx is needed only from here
+
+    out = Path(config.out).expanduser().absolute()
     record = training_record(config, result)
     if budget is not None:
         record["time_budget"] = budget.record()

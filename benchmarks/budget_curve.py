@@ -1,0 +1,135 @@
+"""What a training budget buys: image AUROC, AU-PRO and the rates at the threshold after
+N student steps, for each data set and teacher, from one run per set and teacher.
+
+Each (set, teacher) pair trains once to the largest step count; the models at the smaller
+ones are forks of that run, weight for weight those of separate runs
+(:mod:`edge_sdk.training.milestones`). Each model is exported and calibrated as
+`edge-ad train` would, then evaluated in float32 on the set's test split. Rows are written
+to the results file as they come, so an interrupted run keeps what it measured.
+
+    python benchmarks/budget_curve.py --data ../shared/data/magnetic_tile \\
+        --data ../shared/data/kolektorsdd --teacher default --teacher random \\
+        --penalty ../shared/data/natural --milestones 1000,3000,10000 --out runs/budget
+
+`--teacher` is `default` (the shipped teacher), `random`, or a teacher file; give it once
+for each teacher to compare. Settings not named here are `edge-ad train`'s defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _row(report: dict[str, Any]) -> dict[str, Any]:
+    at = report["at_threshold"]
+    return {
+        "image_auroc": report["image"]["auroc"],
+        "pixel_auroc": report["pixel"].get("auroc"),
+        "au_pro": report["pixel"].get("au_pro"),
+        "threshold": at.get("threshold"),
+        "false_rejects": at["false_rejects"],
+        "escapes": at.get("escapes"),
+        "target": at.get("target"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from edge_sdk.evaluation.report import evaluate_bundle
+    from edge_sdk.training.milestones import fit_milestones
+    from edge_sdk.training.recipe import TrainConfig
+    from edge_sdk.training.train import export_fit
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, action="append", help="MVTec-style set")
+    parser.add_argument("--teacher", action="append", help="default | random | FILE")
+    parser.add_argument("--penalty", help="generic photos for the penalty term")
+    parser.add_argument("--milestones", default="1000,3000,10000", help="step counts")
+    parser.add_argument("--model", choices=["s", "m"], default="s")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, help="Adam's learning rate (default: train's)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--eval-threads", type=int, default=0)
+    parser.add_argument("--out", required=True, help="folder for the bundles and reports")
+    parser.add_argument("--results", default=str(RESULTS / "budget_curve.json"))
+    args = parser.parse_args(argv)
+
+    milestones = sorted({int(m) for m in args.milestones.split(",")})
+    out = Path(args.out).expanduser().absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    results = Path(args.results)
+    doc: dict[str, Any] = {
+        "what": "EfficientAD student after N steps, models forked from one run per set and "
+        "teacher (edge_sdk.training.milestones), calibrated as edge-ad train does, "
+        "evaluated in float32 on the test split",
+        "command": "python benchmarks/budget_curve.py " + " ".join(sys.argv[1:]),
+        "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_average_before": os.getloadavg(),
+        "rows": [],
+    }
+    for data in args.data:
+        for teacher in args.teacher or ["default"]:
+            label = Path(teacher).stem if teacher not in ("default", "random") else teacher
+            config = TrainConfig(
+                data=Path(data),
+                out=out / "unused.bundle",
+                architecture=f"efficientad-{args.model}",
+                teacher=None if teacher == "default" else teacher,
+                penalty=Path(args.penalty) if args.penalty else None,
+                seed=args.seed,
+                device=args.device,
+            )
+            if args.lr is not None:
+                config = dataclasses.replace(config, lr=args.lr)
+            started = time.perf_counter()
+            for model in fit_milestones(config, milestones):
+                name = f"{Path(data).name}_{label}_{model.steps}"
+                bundle = out / f"{name}.bundle"
+                at_steps = dataclasses.replace(config, out=bundle, steps=model.steps, overwrite=True)
+                export_fit(at_steps, model)
+                report = evaluate_bundle(
+                    bundle,
+                    data,
+                    out_dir=out / f"{name}.eval",
+                    device="cpu",
+                    variant="fp32",
+                    threads=args.eval_threads,
+                )
+                row = {
+                    "data": Path(data).name,
+                    "teacher": label,
+                    "steps": model.steps,
+                    "train_wall_s": round(model.wall_time_s, 1),
+                    "since_start_s": round(time.perf_counter() - started, 1),
+                    "device": model.device,
+                    **_row(report),
+                }
+                doc["rows"].append(row)
+                doc["load_average_after"] = os.getloadavg()
+                results.parent.mkdir(parents=True, exist_ok=True)
+                results.write_text(json.dumps(doc, indent=1) + "\n")
+                print(
+                    f"{row['data']:>16} {label:>12} {model.steps:>6} steps: image AUROC "
+                    f"{row['image_auroc']:.3f}, AU-PRO {row['au_pro'] or float('nan'):.3f}, "
+                    f"escapes {(row['escapes'] or {}).get('rate', float('nan')):.3f}, "
+                    f"false rejects {row['false_rejects']['rate']:.3f}",
+                    flush=True,
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
