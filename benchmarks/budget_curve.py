@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             for model in fit_milestones(config, milestones):
                 name = f"{Path(data).name}_{label}_{model.steps}"
                 bundle = out / f"{name}.bundle"
-                at_steps = dataclasses.replace(config, out=bundle, steps=model.steps, overwrite=True)
+                at_steps = dataclasses.replace(
+                    config, out=bundle, steps=model.steps, overwrite=True
+                )
                 export_fit(at_steps, model)
                 report = evaluate_bundle(
                     bundle,
