@@ -208,6 +208,14 @@ def test_bench_report(s_bundle: Path) -> None:
     assert report["rows"][0]["x_floor"] == pytest.approx(
         report["rows"][0]["per_image_ms"] / peak["floor_ms"]
     )
+    # The instruction-level floor: no kernel and no graph beats it.
+    if report["cpu"] is not None:
+        unit = peak["instruction"]
+        assert unit["peak_gops"] >= peak["peak_gops"] * 0.999
+        assert all(r["x_instruction_floor"] >= 1 for r in report["rows"] if r["device"] == "cpu")
+        assert report["clock"]["ghz"] >= report["cpu"]["clock_ghz"]
+        assert report["load_average"]["after"] is not None
+        assert "at the instruction level" in format_report(report)
 
 
 def test_int8_ranges_have_headroom_and_the_image_is_exact(s_bundle: Path, images) -> None:

@@ -11,7 +11,9 @@ next, and a peak measured apart from the model made the model's distance to it m
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import platform
 import statistics
 import time
@@ -23,6 +25,7 @@ import numpy as np
 
 from edge_sdk.runtime.bundle import Bundle
 from edge_sdk.runtime.inspector import Inspector
+from edge_sdk.tools.cpu_units import CpuInfo, Unit, best_units, cpu_info
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,7 @@ def _summary(ms: list[float]) -> dict[str, float]:
 
 def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
     """Measure and return a JSON-ready report (see `format_report`)."""
+    load_before = _load_average()
     bundle = Bundle.open(bundle_path)
     spec = bundle.manifest.model.input
     devices = options.devices or installed_devices()
@@ -132,6 +136,10 @@ def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
             times[key].append((time.perf_counter() - t0) * 1e3)
 
     floors = _floors(bundle, peaks, times)
+    cpu = cpu_info()
+    clock = None
+    if cpu is not None and set(devices) & set(_CPU_DEVICES):
+        clock = _add_instruction_floors(floors, bundle, cpu, variants, options.threads)
     if "fp16" in variants and "fp32" in floors:
         floors["fp16"] = floors["fp32"]
     rows = []
@@ -157,9 +165,13 @@ def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
             row["rechecked_fraction"] = statistics.mean(log_["rechecked"])
         rows.append(row)
     for row in rows:
-        if row["device"] in _CPU_DEVICES and row["variant"] in floors:
-            row["floor_ms"] = floors[row["variant"]]["floor_ms"]
+        floor = floors.get(row["variant"], {}) if row["device"] in _CPU_DEVICES else {}
+        if "floor_ms" in floor:
+            row["floor_ms"] = floor["floor_ms"]
             row["x_floor"] = row["per_image_ms"] / row["floor_ms"]
+        if "instruction" in floor:
+            row["instruction_floor_ms"] = floor["instruction"]["floor_ms"]
+            row["x_instruction_floor"] = row["per_image_ms"] / row["instruction_floor_ms"]
     ref_row = next((r for r in rows if r["device"] == "pytorch-eager"), None)
     if ref_row is not None:
         for row in rows:
@@ -172,11 +184,73 @@ def run_bench(bundle_path: str, options: BenchOptions) -> dict[str, Any]:
         "rounds": options.rounds,
         "threads": options.threads,
         "machine": platform.processor() or platform.machine(),
+        "cpu": cpu.record() if cpu is not None else None,
+        "clock": clock,
+        "load_average": {"before": load_before, "after": _load_average()},
         "reference_device": ref_device if reference is not None else None,
         "gpu": _gpu_name() if ref_device == "cuda" else None,
         "peaks": floors,
         "rows": rows,
     }
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _add_instruction_floors(
+    floors: dict[str, dict[str, Any]],
+    bundle: Bundle,
+    cpu: CpuInfo,
+    variants: tuple[str, ...],
+    threads: int,
+) -> dict[str, Any] | None:
+    """Per numeric kind, the model at the CPU's instruction-level peak (tools/cpu_units): a
+    floor no kernel reaches, next to the measured one. The float graph gets the bf16 unit's
+    too where the CPU has one (bf16 execution is a candidate for it). Returns the clock
+    used and where it came from."""
+    try:
+        from edge_sdk.tools.peak import conv_macs
+
+        macs = conv_macs(bundle.graph("fp32"))
+    except ImportError as exc:
+        log.warning("no instruction-level floor (%s)", exc)
+        return None
+    cores = threads if 0 < threads < cpu.physical_cores else cpu.physical_cores
+    units = best_units(dataclasses.replace(cpu, physical_cores=cores))
+    # A VM states its nominal clock and hides the boost: a measured rate above the
+    # instruction-level peak at that clock shows the core runs faster. The floor then
+    # uses the least clock that explains the measurement, and says so.
+    implied = [
+        floors[kind]["peak_gops"] / (2 * units[kind].macs_per_cycle * cores)
+        for kind in ("fp32", "int8")
+        if "peak_gops" in floors.get(kind, {})
+    ]
+    clock = max([cpu.clock_ghz, *implied])
+    if not clock:
+        log.warning("no instruction-level floor: the CPU's clock is not known")
+        return None
+    used = {"ghz": round(clock, 3), "source": cpu.clock_source}
+    if clock > cpu.clock_ghz:
+        units = {k: dataclasses.replace(u, clock_ghz=clock) for k, u in units.items()}
+        used["source"] = (
+            f"implied by the measured peak ({cpu.clock_source} says {cpu.clock_ghz:.3g} GHz)"
+        )
+
+    def at(unit: Unit) -> dict[str, Any]:
+        return {**unit.record(), "floor_ms": round(2 * macs / (unit.peak_gops * 1e9) * 1e3, 3)}
+
+    for kind in ("fp32", "int8"):
+        if kind not in variants and not (kind == "fp32" and "fp16" in variants):
+            continue
+        entry = floors.setdefault(kind, {"gmac": macs / 1e9})
+        entry["instruction"] = at(units[kind])
+        if kind == "fp32" and "bf16" in units:
+            entry["instruction_bf16"] = at(units["bf16"])
+    return used
 
 
 def _gpu_name() -> str | None:
@@ -270,9 +344,28 @@ def format_report(report: dict[str, Any]) -> str:
             f"{row['images_per_s']:8.2f}{stage}{speed}"
         )
     for variant, peak in report.get("peaks", {}).items():
-        each = ", ".join(f"{d} {g:.0f}" for d, g in peak["peak_gops_by_device"].items())
+        if "peak_gops" in peak:
+            each = ", ".join(f"{d} {g:.0f}" for d, g in peak["peak_gops_by_device"].items())
+            lines.append(
+                f"floor {variant}: {peak['gmac']:.1f} GMAC at the best measured peak of "
+                f"{peak['peak_gops']:.0f} GOP/s ({each}) = {peak['floor_ms']:.1f} ms per image"
+            )
+        for key in ("instruction", "instruction_bf16"):
+            if key in peak:
+                u = peak[key]
+                lines.append(
+                    f"floor {variant} at the instruction level ({u['unit']}: "
+                    f"{u['macs_per_cycle_per_core']} MAC/cycle x {u['cores']} cores x "
+                    f"{u['clock_ghz']:g} GHz = {u['peak_gops']:.0f} GOP/s): "
+                    f"{u['floor_ms']:.2f} ms per image"
+                )
+    cpu, clock = report.get("cpu"), report.get("clock")
+    if cpu:
+        load = report.get("load_average") or {}
+        at = f", clock {clock['ghz']:g} GHz ({clock['source']})" if clock else ""
         lines.append(
-            f"floor {variant}: {peak['gmac']:.1f} GMAC at the best measured peak of "
-            f"{peak['peak_gops']:.0f} GOP/s ({each}) = {peak['floor_ms']:.1f} ms per image"
+            f"cpu: {cpu['model']}, {cpu['physical_cores']} cores{at}, flags "
+            f"{' '.join(cpu['flags']) or 'none of note'}; load average before "
+            f"{load.get('before')}, after {load.get('after')}"
         )
     return "\n".join(lines)
