@@ -71,9 +71,12 @@ class Result:
     # The graph whose maps decided ("int8", "fp16", "fp32"); "fp32" also where a faster
     # variant's score fell near the threshold and the float32 graph re-decided the part.
     graph: str = ""
+    # A tiled bundle: the region and tile where the part scored highest.
+    worst_tile: str | None = None
 
     def to_dict(self) -> dict[str, object]:
-        """A JSON-ready summary (no arrays)."""
+        """A JSON-ready summary (no arrays); `worst_tile` only from a tiled bundle."""
+        extra = {} if self.worst_tile is None else {"worst_tile": self.worst_tile}
         return {
             "frame_id": self.frame_id,
             "part_id": self.part_id,
@@ -88,6 +91,7 @@ class Result:
             },
             "error": self.error,
             "graph": self.graph or None,
+            **extra,
         }
 
 

@@ -67,15 +67,25 @@ def failing_graph() -> bytes:
     )
 
 
-def write_tiny_bundle(path: Path, graph: bytes, *, threshold: float = 0.1) -> Path:
-    """Brightness quantiles qa=100, qb=200 (st); threshold on the combined map."""
+def write_tiny_bundle(
+    path: Path, graph: bytes, *, threshold: float = 0.1, tiling: dict | None = None
+) -> Path:
+    """Brightness quantiles qa=100, qb=200 (st); threshold on the combined map; `tiling`:
+    the manifest's model.input.tiling."""
+    model: dict = {"architecture": "efficientad-s", "sha256": "0" * 64}
+    normalization = {
+        "st": {"qa": 100.0, "qb": 200.0},
+        "ae": {"qa": 0.0, "qb": 1.0},
+        "weights": {"st": 1.0, "ae": 0.0},
+    }
+    if tiling is not None:
+        model["input"] = {"tiling": tiling}
+        # The brightness map already covers the whole tile (EfficientAD's needs the pad).
+        normalization["pad"] = 0
     manifest = example_manifest(
         name=path.stem,
-        normalization={
-            "st": {"qa": 100.0, "qb": 200.0},
-            "ae": {"qa": 0.0, "qb": 1.0},
-            "weights": {"st": 1.0, "ae": 0.0},
-        },
+        model=model,
+        normalization=normalization,
         threshold={"image": threshold, "pixel": threshold},
     )
     return write_bundle(path, manifest, {"model.onnx": graph})

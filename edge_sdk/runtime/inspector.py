@@ -27,6 +27,7 @@ from edge_sdk.runtime.engine import Device, Engine, EngineOptions
 from edge_sdk.runtime.manifest import Manifest
 from edge_sdk.runtime.preprocess import ImageError, Scratch, check_image, to_model_input
 from edge_sdk.runtime.scoring import MapScorer, upsample
+from edge_sdk.runtime.tiled import TiledFrames
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,12 @@ class Inspector:
         # Preallocated input and resize scratch: the hot path allocates only its results.
         self._batch = np.zeros((max_batch, 3, spec.height, spec.width), dtype=np.uint8)
         self._scratch = Scratch()
+        # A tiled bundle: each frame's regions cut into tiles (runtime/tiling.py).
+        self._tiled = (
+            TiledFrames(spec.tiling, self.scorer, resize=spec.resize, max_batch=max_batch)
+            if spec.tiling is not None
+            else None
+        )
 
     @classmethod
     def open(
@@ -165,6 +172,9 @@ class Inspector:
         n = len(images)
         ids = list(frame_ids) if frame_ids is not None else list(range(n))
         parts: list[str | None] = list(part_ids) if part_ids is not None else [None] * n
+        if self._tiled is not None:  # a part's tiles fill the batches
+            each = zip(images, ids, parts, strict=True)
+            return [self._inspect_tiled(image, i, part) for image, i, part in each]
         results: list[Result | None] = [None] * n
         for start in range(0, n, self._batch.shape[0]):
             stop = min(n, start + self._batch.shape[0])
@@ -217,6 +227,45 @@ class Inspector:
         )
         for i, combined, graph in maps.values():
             results[i] = self._decide(ids[i], parts[i], images[i], combined, latency, graph)
+
+    def _inspect_tiled(self, image: np.ndarray, frame_id: int, part_id: str | None) -> Result:
+        """One part through a tiled bundle: all its tiles, one verdict, the worst tile."""
+        assert self._tiled is not None
+        tiled = self._tiled
+        t0 = time.perf_counter()
+        try:
+            plans, tiles = tiled.cut(image)
+        except Exception as exc:  # a bad or too small frame fails alone
+            return self._error(frame_id, part_id, image, f"preprocess: {exc}")
+        t1 = time.perf_counter()
+        graph = self.engine.variant
+        try:
+            maps = tiled.run(tiles, self.engine.run)
+        except Exception as exc:
+            log.error("inference failed for frame %s: %s", frame_id, exc)
+            return self._error(frame_id, part_id, image, f"inference: {exc}")
+        t2 = time.perf_counter()
+        recheck_s = 0.0
+        try:
+            frame_map, score, worst = tiled.assemble(image.shape, plans, maps)
+            if self.recheck is not None and not abs(score - self.image_threshold) > (
+                self.recheck_margin
+            ):
+                started = time.perf_counter()
+                maps = tiled.run(tiles, self.recheck.run)
+                recheck_s = time.perf_counter() - started
+                frame_map, score, worst = tiled.assemble(image.shape, plans, maps)
+                graph = "fp32"
+        except Exception as exc:  # fail-safe: no verdict without every tile's map
+            return self._error(frame_id, part_id, image, f"decide: {exc}")
+        t3 = time.perf_counter()
+        latency = Latency(
+            preprocess_ms=(t1 - t0) * 1e3,
+            infer_ms=(t2 - t1 + recheck_s) * 1e3,
+            decide_ms=(t3 - t2 - recheck_s) * 1e3,
+        )
+        result = self._decide(frame_id, part_id, image, frame_map, latency, graph)
+        return replace(result, worst_tile=worst)
 
     def _recheck_near_threshold(
         self,

@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from edge_sdk.runtime.tiling import Tiling
+
 FORMAT_NAME = "edge-ad-bundle"
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 0
@@ -77,6 +79,18 @@ class InputSpec(_Frozen):
     # mode the bundle was trained and calibrated with. "area" (INTER_AREA) is what older
     # bundles saw; "area_fast" is close to it and several times faster on big frames.
     resize: ResizeMode = "area"
+    # Regions of interest cut into tiles at the input size (edge_sdk/runtime/tiling.py);
+    # None: the whole frame is resized to the input, as bundles without it always were.
+    tiling: Tiling | None = None
+
+    @model_validator(mode="after")
+    def _tile_is_the_input(self) -> InputSpec:
+        if self.tiling is not None and not self.height == self.width == self.tiling.grid.size:
+            raise ValueError(
+                f"tiling.grid.size {self.tiling.grid.size} must equal the model input "
+                f"({self.width}x{self.height})"
+            )
+        return self
 
 
 class OutputSpec(_Frozen):

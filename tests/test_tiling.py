@@ -1,0 +1,133 @@
+"""Tiled bundles (issue 16): the layout in the manifest, its validation, stitching, and a
+tiled bundle through the Inspector on a real ONNX graph: one verdict per part."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from edge_sdk.records import Verdict
+from edge_sdk.runtime.bundle import Bundle
+from edge_sdk.runtime.inspector import Inspector
+from edge_sdk.runtime.tiling import (
+    MAP_CELL,
+    Region,
+    TileGrid,
+    Tiling,
+    blend_weights,
+    plan_regions,
+    stitch,
+    tile_origins,
+)
+
+pytest.importorskip("onnx")
+from tiny_graphs import brightness_graph, write_tiny_bundle
+
+TILING = {"grid": {"size": 256, "overlap": 32, "scale": 1.0}}
+
+
+def test_tiles_cover_the_region_and_overlap_at_least_as_asked() -> None:
+    for length in (256, 260, 480, 600, 1248, 2048):
+        origins = tile_origins(length, 256, 32)
+        assert origins[0] == 0 and origins[-1] + 256 == length
+        assert all(o % MAP_CELL == 0 for o in origins)
+        assert all(b - a <= 256 - 32 for a, b in itertools.pairwise(origins))
+    with pytest.raises(ValueError, match="shorter than one tile"):
+        tile_origins(200, 256, 32)
+
+
+def test_layouts_are_validated_with_clear_errors() -> None:
+    with pytest.raises(ValidationError, match="outside the 500x400 frame"):
+        Tiling(frame=(400, 500), regions=(Region(x=300, width=300),))
+    with pytest.raises(ValidationError, match="smaller than one 256 px tile"):
+        Tiling(frame=(400, 500), regions=(Region(width=200),))
+    with pytest.raises(ValidationError, match="greater than 0"):
+        TileGrid(overlap=0)
+    with pytest.raises(ValidationError, match="multiple of 4"):
+        TileGrid(overlap=30)
+    with pytest.raises(ValidationError, match="under half the tile"):
+        TileGrid(overlap=128)
+    with pytest.raises(ValidationError, match="names must be unique"):
+        Tiling(regions=(Region(name="a"), Region(name="a")))
+    with pytest.raises(ValidationError, match="must equal the model input"):
+        from edge_sdk.runtime.manifest import InputSpec
+
+        InputSpec(tiling=Tiling(grid=TileGrid(size=128)))
+    from edge_sdk.runtime.tiling import TilingError
+
+    with pytest.raises(TilingError, match="smaller than the 500x400"):
+        plan_regions(Tiling(frame=(400, 500)), (300, 500))
+
+
+def test_stitching_returns_a_map_that_agrees_across_tiles_exactly() -> None:
+    grid = TileGrid(size=256, overlap=32)
+    [plan] = plan_regions(Tiling(grid=grid), (600, 520))
+    cells = 256 // MAP_CELL
+    rng = np.random.default_rng(0)
+    truth = rng.random((plan.scaled[0] // MAP_CELL, plan.scaled[1] // MAP_CELL), np.float32)
+    crops = [
+        truth[y // MAP_CELL : y // MAP_CELL + cells, x // MAP_CELL : x // MAP_CELL + cells]
+        for y, x in plan.tiles
+    ]
+    np.testing.assert_allclose(stitch(crops, plan, grid), truth, rtol=1e-6)
+    # Tiles that disagree are blended: in the overlap the map lies between them, no seam.
+    flat = [np.full((cells, cells), float(k), np.float32) for k in range(len(plan.tiles))]
+    out = stitch(flat, plan, grid)
+    assert out[0, 0] == 0 and out.min() >= 0 and out.max() <= len(plan.tiles) - 1
+    row = out[0, : plan.tiles[1][1] // MAP_CELL + cells]
+    assert np.all(np.diff(row) >= 0)  # rises smoothly from tile 0 to tile 1
+    w = blend_weights(cells, 8)
+    assert w.min() > 0 and w[cells // 2, cells // 2] == 1
+
+
+def test_manifest_round_trip(tmp_path: Path) -> None:
+    tiling = {
+        "frame": [600, 500],
+        "regions": [{"name": "commutator", "x": 10, "y": 20, "width": 480, "height": 560}],
+        "grid": {"size": 256, "overlap": 32},
+    }
+    bundle = write_tiny_bundle(tmp_path / "t.bundle", brightness_graph(), tiling=tiling)
+    read = Bundle.open(bundle).manifest.model.input.tiling
+    assert read == Tiling.model_validate(tiling)
+    assert read is not None and read.regions[0].name == "commutator"
+    # Bundles without tiling keep reading as they were.
+    plain = write_tiny_bundle(tmp_path / "p.bundle", brightness_graph())
+    assert Bundle.open(plain).manifest.model.input.tiling is None
+
+
+def _frame(defect_at: tuple[int, int] | None) -> np.ndarray:
+    frame = np.full((600, 500), 100, np.uint8)
+    if defect_at is not None:
+        y, x = defect_at
+        frame[y : y + 8, x : x + 8] = 255
+    return frame
+
+
+def test_a_tiled_bundle_gives_one_verdict_per_part_and_names_the_worst_tile(
+    tmp_path: Path,
+) -> None:
+    tiled = write_tiny_bundle(tmp_path / "t.bundle", brightness_graph(), tiling=TILING)
+    plain = write_tiny_bundle(tmp_path / "p.bundle", brightness_graph())
+    frames = [_frame(None), _frame((400, 300)), _frame(None)[:200]]
+    with Inspector.open(tiled, device="cpu", max_batch=4) as inspector:
+        good, bad, small = inspector.inspect_batch(frames, frame_ids=[1, 2, 3])
+        assert [r.frame_id for r in (good, bad, small)] == [1, 2, 3]
+        assert good.verdict is Verdict.OK and good.worst_tile is not None
+        assert bad.verdict is Verdict.NOK and "worst_tile" in bad.to_dict()
+        assert bad.worst_tile is not None and bad.worst_tile.startswith("part: tile")
+        # A frame its region does not fit fails safe, with the reason.
+        assert small.verdict is Verdict.ERROR and "smaller than one 256 px tile" in str(small.error)
+        full = inspector.full_map(bad)
+        assert full.shape == (600, 500)
+        y, x = np.unravel_index(int(np.argmax(full)), full.shape)
+        assert 390 <= y <= 416 and 290 <= x <= 316  # the defect, in frame pixels
+        assert inspector.defect_mask(bad)[404, 304] and not inspector.defect_mask(bad)[50, 50]
+    # Squeezed into one 256 px input, the 8 px defect loses most of its contrast.
+    with Inspector.open(plain, device="cpu") as inspector:
+        squeezed = inspector.inspect(_frame((400, 300)))
+    assert squeezed.score < bad.score
+    assert "worst_tile" not in squeezed.to_dict()
