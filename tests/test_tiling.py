@@ -131,3 +131,22 @@ def test_a_tiled_bundle_gives_one_verdict_per_part_and_names_the_worst_tile(
         squeezed = inspector.inspect(_frame((400, 300)))
     assert squeezed.score < bad.score
     assert "worst_tile" not in squeezed.to_dict()
+
+
+def test_recalibrating_a_tiled_bundle_scores_parts_as_the_inspector_does(tmp_path: Path) -> None:
+    from edge_sdk.calibration.recalibrate import recalibrate
+
+    tiled = write_tiny_bundle(tmp_path / "t.bundle", brightness_graph(), tiling=TILING)
+    rng = np.random.default_rng(0)
+    good = [np.clip(rng.normal(120, 3, (600, 500)), 0, 255).astype(np.uint8) for _ in range(6)]
+    bad = [_frame((400, 300))]
+    out = recalibrate(tiled, good, out=tmp_path / "r.bundle", bad_images=bad, policy="margin")
+    manifest = Bundle.open(out).manifest
+    assert manifest.model.input.tiling == Bundle.open(tiled).manifest.model.input.tiling
+    # The quantiles pooled every tile's map; the threshold sits between the part scores
+    # the Inspector gives the good frames and the defective one.
+    assert manifest.calibration["map_size"] == [64, 64]
+    with Inspector.open(out, device="cpu") as inspector:
+        good_scores = [inspector.inspect(g).score for g in good]
+        bad_score = inspector.inspect(bad[0]).score
+    assert max(good_scores) < manifest.threshold.image < bad_score

@@ -364,3 +364,32 @@ def test_milestones_give_the_models_of_separate_runs(parts: Path, tmp_path: Path
         assert model.losses == alone.losses
     with pytest.raises(ConfigError, match="milestones"):
         next(fit_milestones(config, [0, 3]))
+
+
+def test_training_on_tiles_gives_a_tiled_bundle(
+    parts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge_sdk import Inspector
+    from edge_sdk.runtime.bundle import Bundle
+
+    parser = argparse.ArgumentParser(prog="edge-ad")
+    add_train_parser(parser.add_subparsers(dest="command"))
+    out = tmp_path / "tiled.bundle"
+    argv = ["train", str(parts), "--out", str(out), "--teacher", "random", "--steps", "2"]
+    args = parser.parse_args([*argv, "--device", "cpu", "--tiling", "2.0"])
+    assert args.func(args) == 0
+    manifest = Bundle.open(out).manifest
+    tiling = manifest.model.input.tiling
+    assert tiling is not None and tiling.grid.scale == 2.0
+    record = manifest.training
+    assert record["tiles"]["train"] > record["images"]["train"]  # several tiles an image
+    with Inspector.open(out, device="cpu") as inspector:
+        result = inspector.inspect(good_images(1, seed=9, size=(300, 180))[0])
+    assert result.worst_tile is not None and result.anomaly_map is not None
+    # An image its tiles do not fit is named; a scale out of range is a usage error.
+    args = parser.parse_args([*argv[:3], str(tmp_path / "t2.bundle"), *argv[4:], "--tiling", "0.5"])
+    assert args.func(args) == 4
+    assert f"{parts}/part-" in capsys.readouterr().err
+    args = parser.parse_args([*argv, "--tiling", "20"])
+    assert args.func(args) == 2
+    assert "--tiling 20" in capsys.readouterr().err

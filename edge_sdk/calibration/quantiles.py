@@ -6,7 +6,7 @@ Quantiles are computed exactly over every map value (no sampling, no size cap).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,8 @@ from edge_sdk.runtime.engine import Engine
 from edge_sdk.runtime.manifest import Normalization, Quantiles, Threshold
 from edge_sdk.runtime.preprocess import to_model_input
 from edge_sdk.runtime.scoring import MapScorer
+from edge_sdk.runtime.tiled import TiledFrames, cut_tiles
+from edge_sdk.runtime.tiling import RegionPlan, Tiling, plan_regions
 
 Q_A, Q_B = 0.9, 0.995  # the paper's map normalisation quantiles
 
@@ -32,9 +34,15 @@ QUANTILE_EVERY = 3  # with a split, every third good image sets the quantiles
 
 
 def collect_raw_maps(
-    engine: Engine, images: Iterable[np.ndarray], *, resize: str = "area", batch: int = 8
+    engine: Engine,
+    images: Iterable[np.ndarray],
+    *,
+    resize: str = "area",
+    batch: int = 8,
+    prepared: bool = False,
 ) -> RawMaps:
-    """Run good images through the graph and keep both raw maps of each."""
+    """Run good images through the graph and keep both raw maps of each. ``prepared``:
+    the images are graph input already ([3, H, W] RGB at the input size, e.g. tiles)."""
     h, w = engine.input_hw
     buf = np.zeros((batch, 3, h, w), dtype=np.uint8)
     st: list[np.ndarray] = []
@@ -47,7 +55,10 @@ def collect_raw_maps(
         ae.append(map_ae[:, 0].copy())
 
     for image in images:
-        to_model_input(image, buf[n], resize=resize)
+        if prepared:
+            buf[n] = image
+        else:
+            to_model_input(image, buf[n], resize=resize)
         n += 1
         if n == batch:
             flush(n)
@@ -57,6 +68,51 @@ def collect_raw_maps(
     if not st:
         raise ValueError("no images to calibrate on")
     return RawMaps(np.concatenate(st), np.concatenate(ae))
+
+
+@dataclass(frozen=True)
+class TiledRawMaps:
+    """Each image's region plans and its tiles' raw maps (tiles in plan order)."""
+
+    shapes: list[tuple[int, ...]]
+    plans: list[list[RegionPlan]]
+    maps: list[RawMaps]
+
+    def pooled(self, images: Sequence[int]) -> RawMaps:
+        """Every tile map of ``images``, as one stack: what the quantiles pool."""
+        return RawMaps(
+            np.concatenate([self.maps[i].st for i in images]),
+            np.concatenate([self.maps[i].ae for i in images]),
+        )
+
+
+def collect_tiled_maps(
+    engine: Engine, images: Iterable[np.ndarray], tiling: Tiling, *, resize: str, batch: int = 8
+) -> TiledRawMaps:
+    """Run each good image's tiles through the graph and keep their raw maps."""
+    out = TiledRawMaps([], [], [])
+    for image in images:
+        plans = plan_regions(tiling, image.shape)
+        tiles = cut_tiles(image, plans, tiling.grid.size, resize)
+        out.shapes.append(image.shape)
+        out.plans.append(plans)
+        out.maps.append(collect_raw_maps(engine, tiles, batch=batch, prepared=True))
+    if not out.maps:
+        raise ValueError("no images to calibrate on")
+    return out
+
+
+def tiled_scores(
+    maps: TiledRawMaps, images: Sequence[int], tiling: Tiling, norm: Normalization
+) -> np.ndarray:
+    """Each image's part score: the highest of its regions' stitched maps, as inspected."""
+    frames = TiledFrames(tiling, MapScorer(norm), resize="area", max_batch=1)
+    scores = []
+    for i in images:
+        raw = maps.maps[i]
+        combined = [frames.scorer.combine(s, a) for s, a in zip(raw.st, raw.ae, strict=True)]
+        scores.append(frames.assemble(maps.shapes[i], maps.plans[i], combined)[1])
+    return np.array(scores)
 
 
 def map_quantiles(maps: np.ndarray) -> Quantiles:
@@ -110,6 +166,7 @@ def calibrate(
     split: bool = False,
     bad_source: str = "",
     like: Normalization | None = None,
+    tiling: Tiling | None = None,
 ) -> tuple[Normalization, Threshold, dict[str, Any]]:
     """Quantiles, threshold and calibration record from held-out good images.
 
@@ -126,18 +183,40 @@ def calibrate(
 
     `like` keeps the map weights, padding and pad mode of an existing normalisation (a
     recalibrated bundle keeps its parent's); only the quantiles are measured.
+
+    With `tiling` (a tiled bundle's), the quantiles pool every tile's map and each image's
+    score is its part score: the highest of its regions' stitched maps, as the Inspector
+    computes it.
     """
 
-    maps = collect_raw_maps(engine, good_images, resize=resize)
-    n = int(maps.st.shape[0])
+    if tiling is None:
+        maps = collect_raw_maps(engine, good_images, resize=resize)
+        n, map_size = int(maps.st.shape[0]), list(maps.st.shape[1:])
+
+        def pooled(idx: Sequence[int]) -> RawMaps:
+            return RawMaps(maps.st[idx], maps.ae[idx])
+
+        def scores_of(idx: Sequence[int], norm: Normalization) -> np.ndarray:
+            return image_scores(pooled(idx), norm)
+    else:
+        tiled = collect_tiled_maps(engine, good_images, tiling, resize=resize)
+        n, map_size = len(tiled.maps), list(tiled.maps[0].st.shape[1:])
+
+        def pooled(idx: Sequence[int]) -> RawMaps:
+            return tiled.pooled(idx)
+
+        def scores_of(idx: Sequence[int], norm: Normalization) -> np.ndarray:
+            return tiled_scores(tiled, idx, tiling, norm)
+
     parts = split_indices(n) if split else None
     overrides: dict[str, Any] = {}
     if like is not None:
         overrides = {"weights": like.weights, "pad": like.pad, "pad_mode": like.pad_mode}
     split_record: dict[str, Any]
     if parts is None:
-        norm = normalization_from(maps, **overrides)
-        scores = image_scores(maps, norm)
+        everything = list(range(n))
+        norm = normalization_from(pooled(everything), **overrides)
+        scores = scores_of(everything, norm)
         split_record = {"quantile_images": n, "threshold_images": n, "same_images": True}
         if split:
             split_record["note"] = (
@@ -147,10 +226,8 @@ def calibrate(
             )
     else:
         quantile_idx, threshold_idx = parts
-        norm = normalization_from(
-            RawMaps(maps.st[quantile_idx], maps.ae[quantile_idx]), **overrides
-        )
-        scores = image_scores(RawMaps(maps.st[threshold_idx], maps.ae[threshold_idx]), norm)
+        norm = normalization_from(pooled(quantile_idx.tolist()), **overrides)
+        scores = scores_of(threshold_idx.tolist(), norm)
         split_record = {
             "quantile_images": int(quantile_idx.size),
             "threshold_images": int(threshold_idx.size),
@@ -160,14 +237,19 @@ def calibrate(
         }
     bad_scores = None
     if bad_images is not None:
-        bad_scores = image_scores(collect_raw_maps(engine, bad_images, resize=resize), norm)
+        if tiling is None:
+            bad_maps = collect_raw_maps(engine, bad_images, resize=resize)
+            bad_scores = image_scores(bad_maps, norm)
+        else:
+            bad_tiled = collect_tiled_maps(engine, bad_images, tiling, resize=resize)
+            bad_scores = tiled_scores(bad_tiled, range(len(bad_tiled.maps)), tiling, norm)
     choice = choose_threshold(scores, bad_scores, policy=policy, target_frr=target_frr)
     policy_record = dict(choice.record)
     policy_record["split"] = split_record
     if "note" in split_record:
         policy_record["notes"] = [*policy_record["notes"], split_record["note"]]
     threshold = Threshold(image=choice.threshold, pixel=choice.threshold, policy=policy_record)
-    record: dict[str, Any] = {"images": n, "source": source, "map_size": list(maps.st.shape[1:])}
+    record: dict[str, Any] = {"images": n, "source": source, "map_size": map_size}
     if bad_scores is not None:
         record.update(defective_images=int(bad_scores.size), defective_source=bad_source)
     return norm, threshold, record

@@ -98,6 +98,7 @@ def recalibrate(
         split=True,
         bad_source=bad_source,
         like=pm.normalization,
+        tiling=pm.model.input.tiling,
     )
     calibration: dict[str, Any] = {
         **record,

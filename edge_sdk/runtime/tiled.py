@@ -32,6 +32,30 @@ class TiledMaps:
     decide_s: float
 
 
+def cut_tiles(
+    image: np.ndarray,
+    plans: list[RegionPlan],
+    size: int,
+    resize: str,
+    scratch: Scratch | None = None,
+) -> np.ndarray:
+    """Every tile of ``plans`` in ``image`` as graph input ([n, 3, size, size] uint8, RGB):
+    each region cropped, scaled with the bundle's resize mode, then cut. With ``scratch``
+    the result is a reused buffer, valid until the next call."""
+    scratch = scratch or Scratch()
+    count = sum(len(p.tiles) for p in plans)
+    tiles = scratch.get("tiles", (count, 3, size, size))
+    k = 0
+    for plan in plans:
+        x, y, w, h = plan.box
+        scaled = scratch.get(f"region:{plan.name}", (3, *plan.scaled))
+        to_model_input(image[y : y + h, x : x + w], scaled, resize=resize)
+        for ty, tx in plan.tiles:
+            tiles[k] = scaled[:, ty : ty + size, tx : tx + size]
+            k += 1
+    return tiles
+
+
 class TiledFrames:
     """Cuts frames into the bundle's tiles and stitches their maps. Reuses its buffers
     from frame to frame (one per frame size): give each thread its own, as the Inspector."""
@@ -54,18 +78,7 @@ class TiledFrames:
         """The frame's plans and every tile as graph input ([n, 3, size, size] uint8)."""
         check_image(image)
         plans = self.plans(image.shape)
-        size = self.tiling.grid.size
-        count = sum(len(p.tiles) for p in plans)
-        tiles = self._scratch.get("tiles", (count, 3, size, size))
-        k = 0
-        for plan in plans:
-            x, y, w, h = plan.box
-            scaled = self._scratch.get(f"region:{plan.name}", (3, *plan.scaled))
-            to_model_input(image[y : y + h, x : x + w], scaled, resize=self.resize)
-            for ty, tx in plan.tiles:
-                tiles[k] = scaled[:, ty : ty + size, tx : tx + size]
-                k += 1
-        return plans, tiles
+        return plans, cut_tiles(image, plans, self.tiling.grid.size, self.resize, self._scratch)
 
     def run(self, tiles: np.ndarray, graph: RunGraph) -> list[np.ndarray]:
         """Every tile's combined (normalised, padded) map, in batches of ``max_batch``."""

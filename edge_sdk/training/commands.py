@@ -89,6 +89,13 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "faster on camera frames; area to continue a checkpoint written before "
         "area_fast existed)",
     )
+    p.add_argument(
+        "--tiling",
+        metavar="SCALE|FILE",
+        help="train and inspect at native resolution: each image cut into overlapping "
+        "256 px tiles at SCALE model px per image px (1.0: native), or as FILE (YAML: "
+        "regions, grid) says; the bundle records it and the runtime tiles alike",
+    )
     p.add_argument("--name", help="bundle name (default: the file name)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     p.add_argument(
@@ -99,6 +106,39 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_train)
     return p
+
+
+def parse_tiling(text: str) -> Any:
+    """``--tiling``: a scale (the whole image, 256 px tiles, 32 px overlap) or a YAML file
+    holding a ``model.input.tiling`` section.
+
+    >>> parse_tiling("0.5").grid.scale
+    0.5
+    """
+    from pydantic import ValidationError
+
+    from edge_sdk.errors import ConfigError
+    from edge_sdk.runtime.tiling import TileGrid, Tiling
+
+    try:
+        scale = float(text)
+    except ValueError:
+        scale = None  # not a number: a file
+    if scale is not None:
+        try:
+            return Tiling(grid=TileGrid(scale=scale))
+        except ValidationError as exc:
+            raise ConfigError(f"--tiling {text}: {exc.errors()[0]['msg']}") from None
+    path = Path(text).expanduser()
+    try:
+        import yaml
+
+        data = yaml.safe_load(path.read_text())
+        return Tiling.model_validate(data)
+    except OSError as exc:
+        raise ConfigError(f"--tiling {text}: neither a scale nor a readable file ({exc})") from None
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise ConfigError(f"--tiling {path}: not a valid tiling: {exc}") from None
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
@@ -264,6 +304,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         int8=args.int8,
     )
+    if args.tiling is not None:
+        try:
+            config = dataclasses.replace(config, tiling=parse_tiling(args.tiling))
+        except EdgeADError as exc:
+            print(f"edge-ad train: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     if args.lr is not None:  # else the recipe's LEARNING_RATE
         config = dataclasses.replace(config, lr=args.lr)
     if args.resize is not None:  # else the recipe's INPUT_RESIZE

@@ -36,6 +36,7 @@ import torch
 from edge_sdk.errors import ConfigError
 from edge_sdk.images import IMAGE_SUFFIXES, list_images, read_image
 from edge_sdk.runtime.preprocess import to_model_input
+from edge_sdk.runtime.tiling import Tiling
 from edge_sdk.training.networks import IMAGE_SIZE
 from edge_sdk.training.recipe import INPUT_RESIZE
 
@@ -135,12 +136,32 @@ def split_validation(n: int, *, fraction: float = 0.1, seed: int = 0) -> Validat
     return ValidationSplit(train=train, validation=validation, fraction=fraction, seed=seed)
 
 
-def load_model_inputs(files: Sequence[Path], *, resize: str = INPUT_RESIZE) -> np.ndarray:
-    """Decode and resize ``files`` to the model input: uint8 [N,3,256,256] RGB."""
+def load_model_inputs(
+    files: Sequence[Path], *, resize: str = INPUT_RESIZE, tiling: Tiling | None = None
+) -> np.ndarray:
+    """Decode and resize ``files`` to the model input: uint8 [N,3,256,256] RGB. With
+    ``tiling``, every tile of every file instead, cut as the runtime cuts them."""
+    if tiling is not None:
+        return _load_tiles(files, resize, tiling)
     out = np.empty((len(files), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
     for i, path in enumerate(files):
         to_model_input(read_image(path), out[i], resize=resize)
     return out
+
+
+def _load_tiles(files: Sequence[Path], resize: str, tiling: Tiling) -> np.ndarray:
+    from edge_sdk.runtime.tiled import cut_tiles
+    from edge_sdk.runtime.tiling import TilingError, plan_regions
+
+    tiles = []
+    for path in files:
+        image = read_image(path)
+        try:
+            plans = plan_regions(tiling, image.shape)
+        except TilingError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        tiles.append(cut_tiles(image, plans, tiling.grid.size, resize))
+    return np.concatenate(tiles) if tiles else np.empty((0, 3, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
 
 
 def iter_images(files: Sequence[Path]) -> Iterator[np.ndarray]:
@@ -266,7 +287,7 @@ class TrainingData:
 
     source: ImageFiles
     split: ValidationSplit
-    train_images: np.ndarray  # uint8 [N,3,256,256] RGB, the training part only
+    train_images: np.ndarray  # uint8 [N,3,256,256] RGB, the training part only (or its tiles)
 
     @property
     def validation_files(self) -> tuple[Path, ...]:
@@ -282,9 +303,15 @@ class TrainingData:
 
 
 def load_training_data(
-    data: str | Path, *, val_fraction: float = 0.1, seed: int = 0, resize: str = INPUT_RESIZE
+    data: str | Path,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    resize: str = INPUT_RESIZE,
+    tiling: Tiling | None = None,
 ) -> TrainingData:
-    """Find the good images under ``data``, split off the validation images and decode the rest."""
+    """Find the good images under ``data``, split off the validation images and decode the
+    rest (with ``tiling``: cut into their tiles, each a training image)."""
     source = find_good_images(data)
     split = split_validation(len(source.files), fraction=val_fraction, seed=seed)
     logger.info(
@@ -295,5 +322,5 @@ def load_training_data(
         len(split.train),
         len(split.validation),
     )
-    images = load_model_inputs([source.files[i] for i in split.train], resize=resize)
+    images = load_model_inputs([source.files[i] for i in split.train], resize=resize, tiling=tiling)
     return TrainingData(source=source, split=split, train_images=images)

@@ -20,6 +20,7 @@ from edge_sdk.calibration.quantiles import calibrate
 from edge_sdk.runtime.bundle import sha256_hex, write_bundle
 from edge_sdk.runtime.engine import Engine, EngineOptions
 from edge_sdk.runtime.manifest import InputSpec, Manifest, ModelSpec
+from edge_sdk.runtime.tiling import Tiling
 from edge_sdk.training.inference_graph import InferenceGraph
 from edge_sdk.training.onnx_export import export_onnx
 
@@ -53,19 +54,21 @@ def export_bundle(
     height: int = 256,
     width: int = 256,
     resize: ResizeMode = "area",
+    tiling: Tiling | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Export the networks and write a bundle calibrated on held-out good images.
 
     ``resize`` must be the mode the networks were trained with: calibration uses it, and
-    the manifest tells the runtime to.
+    the manifest tells the runtime to; so must ``tiling``, with which the networks saw
+    tiles (calibration then scores each image as the Inspector will, from its tiles).
     """
     graph = InferenceGraph(teacher, student, autoencoder, teacher_mean, teacher_std)
     onnx_bytes = graph_bytes(graph, height=height, width=width)
     spec = ModelSpec(
         architecture=architecture,
         sha256=sha256_hex(onnx_bytes),
-        input=InputSpec(height=height, width=width, resize=resize),
+        input=InputSpec(height=height, width=width, resize=resize, tiling=tiling),
     )
     engine = Engine.from_graph(onnx_bytes, spec, EngineOptions(device="cpu"), warmup=False)
     # Disjoint images for quantiles and threshold where there are enough (split_indices).
@@ -76,6 +79,7 @@ def export_bundle(
         target_frr=target_frr,
         source=calibration_source,
         split=True,
+        tiling=tiling,
     )
     manifest = Manifest(
         name=name,

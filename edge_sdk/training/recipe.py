@@ -22,6 +22,7 @@ import torch
 from edge_sdk.errors import ConfigError
 from edge_sdk.runtime.bundle import file_sha256
 from edge_sdk.runtime.manifest import ResizeMode
+from edge_sdk.runtime.tiling import Tiling
 from edge_sdk.training.checkpoint import checkpoint_folder
 from edge_sdk.training.networks import ARCHITECTURES
 
@@ -84,6 +85,9 @@ class TrainConfig:
     val_fraction: float = 0.1
     target_frr: float = 0.01
     resize: ResizeMode = INPUT_RESIZE
+    # Regions and tiles at native resolution (edge_sdk/runtime/tiling.py); None: each
+    # image squeezed into the model input.
+    tiling: Tiling | None = None
     name: str | None = None
     description: str = ""
     dataset_label: str | None = None  # what the manifest names as the dataset; default: data

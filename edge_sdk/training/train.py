@@ -235,6 +235,7 @@ def training_record(config: TrainConfig, result: FitResult) -> dict[str, Any]:
         "dataset": config.dataset_label or str(data.source.root),
         "layout": data.source.layout,
         "images": {"train": len(data.split.train), "validation": len(data.split.validation)},
+        **({} if config.tiling is None else {"tiles": {"train": len(data.train_images)}}),
         "validation_split": {
             "fraction": data.split.fraction,
             "seed": data.split.seed,
@@ -318,6 +319,7 @@ def export_fit(
         ),
         target_frr=config.target_frr,
         resize=config.resize,
+        tiling=config.tiling,
         training=record,
         overwrite=config.overwrite,
     )

@@ -102,7 +102,7 @@ def student_halves(
 
 
 # Fingerprint entries added after the first checkpoints, with the value runs had before.
-FINGERPRINT_BEFORE: dict[str, Any] = {"resize": "area"}
+FINGERPRINT_BEFORE: dict[str, Any] = {"resize": "area", "tiling": None}
 
 
 def fingerprint(
@@ -120,6 +120,7 @@ def fingerprint(
         "batch_size": config.batch_size,
         "val_fraction": config.val_fraction,
         "resize": config.resize,
+        "tiling": None if config.tiling is None else config.tiling.model_dump(mode="json"),
         "recipe": [config.lr, WEIGHT_DECAY, LR_DECAY_AT, LR_DECAY_FACTOR, P_HARD],
     }
 
@@ -137,7 +138,11 @@ class Trainer:
         self.teacher_source = resolve_teacher(config.teacher, config.architecture)
         self.penalty = PenaltyImages(config.penalty) if config.penalty is not None else None
         self.data = load_training_data(
-            config.data, val_fraction=config.val_fraction, seed=config.seed, resize=config.resize
+            config.data,
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+            resize=config.resize,
+            tiling=config.tiling,
         )
         self.fingerprint = fingerprint(config, self.data, self.teacher_source, self.penalty)
         self.precision = precision_for(device, config.bf16)
