@@ -150,3 +150,16 @@ def test_recalibrating_a_tiled_bundle_scores_parts_as_the_inspector_does(tmp_pat
         good_scores = [inspector.inspect(g).score for g in good]
         bad_score = inspector.inspect(bad[0]).score
     assert max(good_scores) < manifest.threshold.image < bad_score
+
+
+def test_the_readme_layout_file_is_a_valid_tiling(tmp_path: Path) -> None:
+    from edge_sdk.training.commands import parse_tiling
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    text = readme.read_text().split("**Native resolution (tiles).**", 1)[1]
+    layout = tmp_path / "layout.yaml"
+    layout.write_text(text.split("```yaml\n", 1)[1].split("```", 1)[0])
+    tiling = parse_tiling(str(layout))
+    assert tiling.regions[0].name == "commutator" and tiling.frame == (1250, 500)
+    [plan] = plan_regions(tiling, (1250, 500))
+    assert plan.scaled == (1248, 420) and len(plan.tiles) == 12
