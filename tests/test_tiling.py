@@ -163,3 +163,20 @@ def test_the_readme_layout_file_is_a_valid_tiling(tmp_path: Path) -> None:
     assert tiling.regions[0].name == "commutator" and tiling.frame == (1250, 500)
     [plan] = plan_regions(tiling, (1250, 500))
     assert plan.scaled == (1248, 420) and len(plan.tiles) == 12
+
+
+def test_a_layout_is_suggested_from_the_images_and_the_smallest_defect() -> None:
+    from edge_sdk.training.layout_choice import suggest_tiling
+
+    # KolektorSDD-sized images: a 6 px crack is 1.2 px squeezed into 256 px.
+    choice = suggest_tiling([(1250, 500), (1240, 510)], min_defect_px=6)
+    assert choice.tiling is not None and choice.tiling.grid.scale >= 8 / 6
+    assert "1.2 model px" in choice.message and f"{choice.tiles_per_image} tiles" in choice.message
+    # Large defects on small images: no tiling.
+    assert suggest_tiling([(300, 200)], min_defect_px=20).tiling is None
+    # A small image side sets the least scale at which a tile fits.
+    assert suggest_tiling([(600, 180)], min_defect_px=30).tiling is None
+    choice = suggest_tiling([(600, 180), (600, 600)], min_defect_px=5)
+    assert choice.tiling is not None and choice.tiling.grid.scale == pytest.approx(1.6)
+    with pytest.raises(ValueError, match="more than 8"):
+        suggest_tiling([(100, 100)], min_defect_px=0.5)

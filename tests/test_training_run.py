@@ -376,8 +376,13 @@ def test_training_on_tiles_gives_a_tiled_bundle(
     add_train_parser(parser.add_subparsers(dest="command"))
     out = tmp_path / "tiled.bundle"
     argv = ["train", str(parts), "--out", str(out), "--teacher", "random", "--steps", "2"]
-    args = parser.parse_args([*argv, "--device", "cpu", "--tiling", "2.0"])
+    # A 4 px defect needs 2 model px per image px; squeezed, these parts give it 1.
+    args = parser.parse_args([*argv, "--device", "cpu", "--min-defect-px", "4"])
     assert args.func(args) == 0
+    printed = capsys.readouterr()
+    assert "a 4 px defect is 4.0 model px in a 256x256 image squeezed" in printed.err
+    assert "tiling at scale 2 (9 tiles of 256 px a part)" in printed.err
+    assert "tiled: 9 tiles a 256x256 part; one part took" in printed.out
     manifest = Bundle.open(out).manifest
     tiling = manifest.model.input.tiling
     assert tiling is not None and tiling.grid.scale == 2.0
@@ -393,3 +398,6 @@ def test_training_on_tiles_gives_a_tiled_bundle(
     args = parser.parse_args([*argv, "--tiling", "20"])
     assert args.func(args) == 2
     assert "--tiling 20" in capsys.readouterr().err
+    args = parser.parse_args([*argv, "--tiling", "1", "--min-defect-px", "4"])
+    assert args.func(args) == 2
+    assert "not both" in capsys.readouterr().err

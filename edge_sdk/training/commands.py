@@ -96,6 +96,13 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "256 px tiles at SCALE model px per image px (1.0: native), or as FILE (YAML: "
         "regions, grid) says; the bundle records it and the runtime tiles alike",
     )
+    p.add_argument(
+        "--min-defect-px",
+        type=float,
+        metavar="N",
+        help="the smallest defect to catch, in image pixels: train tiled at the scale that "
+        "shows it (said at start), or untiled where squeezing the image keeps it visible",
+    )
     p.add_argument("--name", help="bundle name (default: the file name)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     p.add_argument(
@@ -194,6 +201,10 @@ def _usage_error(args: argparse.Namespace) -> str | None:
         return f"--val-fraction must be between 0 and 1, got {args.val_fraction}"
     if not 0.0 < args.target_frr < 1.0:
         return f"--target-frr must be between 0 and 1, got {args.target_frr}"
+    if args.min_defect_px is not None and args.tiling is not None:
+        return "--min-defect-px chooses the tiling: give it or --tiling, not both"
+    if args.min_defect_px is not None and args.min_defect_px <= 0:
+        return f"--min-defect-px must be positive, got {args.min_defect_px}"
     if args.lr is not None and not 0.0 < args.lr < 1.0:
         return f"--lr must be between 0 and 1, got {args.lr}"
     return None
@@ -310,6 +321,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         except EdgeADError as exc:
             print(f"edge-ad train: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    if args.min_defect_px is not None:
+        try:
+            config = dataclasses.replace(
+                config, tiling=_suggested_tiling(Path(args.data), args.min_defect_px)
+            )
+        except (EdgeADError, ValueError) as exc:
+            print(f"edge-ad train: error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
     if args.lr is not None:  # else the recipe's LEARNING_RATE
         config = dataclasses.replace(config, lr=args.lr)
     if args.resize is not None:  # else the recipe's INPUT_RESIZE
@@ -365,8 +384,46 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if "int8" in record:
         print(f"int8 variant: {record['int8']}")
+    if config.tiling is not None:
+        print(part_latency(result.bundle, result.record["validation_split"]["files"], config))
     print_threshold_notes(result.bundle, sys.stderr)
     return EXIT_OK
+
+
+def _suggested_tiling(data: Path, min_defect_px: float) -> Any:
+    from edge_sdk.images import read_image
+    from edge_sdk.training.data import find_good_images
+    from edge_sdk.training.layout_choice import suggest_tiling
+
+    sizes = [read_image(path).shape[:2] for path in find_good_images(data).files]
+    choice = suggest_tiling(sizes, min_defect_px=min_defect_px)
+    print(f"edge-ad train: {choice.message}", file=sys.stderr)
+    return choice.tiling
+
+
+def part_latency(bundle: Path, held_out: list[str], config: Any, runs: int = 3) -> str:
+    """What a part costs through the tiled bundle on this machine: the median of a few
+    inspections of a held-out image (float32, CPU)."""
+    from edge_sdk.images import read_image
+    from edge_sdk.runtime.inspector import Inspector
+    from edge_sdk.training.data import find_good_images
+
+    source = find_good_images(config.data)
+    base = source.root / "train" / "good" if source.layout == "mvtec" else source.root
+    image = read_image(base / held_out[0])
+    with Inspector.open(bundle, device="cpu", variant="fp32") as inspector:
+        times = [inspector.inspect(image).latency.total_ms for _ in range(runs)]
+        tiling = inspector.manifest.model.input.tiling
+    from edge_sdk.runtime.tiling import plan_regions
+
+    assert tiling is not None
+    tiles = sum(len(p.tiles) for p in plan_regions(tiling, image.shape))
+    h, w = image.shape[:2]
+    return (
+        f"tiled: {tiles} tiles a {w}x{h} part; one part took {sorted(times)[runs // 2]:.0f} ms "
+        f"here (float32 on the CPU, median of {runs}; edge-ad bench and "
+        f"benchmarks/tiled_latency.py measure more)"
+    )
 
 
 def print_threshold_notes(bundle: Path, stream: TextIO) -> None:

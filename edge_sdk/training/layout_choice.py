@@ -1,0 +1,77 @@
+"""Choosing a tiling from the images and the smallest defect to catch
+(``edge-ad train --min-defect-px N``), and what it costs per part.
+
+A defect must cover :data:`MIN_DEFECT_CELLS` cells of the anomaly map (a cell is
+:data:`~edge_sdk.runtime.tiling.MAP_CELL` model pixels) to stand out of it: EfficientAD's
+maps are pooled to that cell, and a smaller defect is averaged into its neighbours. So the
+scale (model pixels per image pixel) must be at least ``MIN_DEFECT_CELLS * MAP_CELL / N``.
+Squeezed into the 256 px input, an image gets the scale of its longer side; where that is
+enough, no tiling is suggested.
+
+>>> choice = suggest_tiling([(1250, 500)] * 3, min_defect_px=6)
+>>> choice.tiling.grid.scale, choice.tiles_per_image, choice.untiled_scale
+(1.34, 24, 0.205)
+>>> suggest_tiling([(256, 256)], min_defect_px=8).tiling is None
+True
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from edge_sdk.runtime.tiling import MAP_CELL, TileGrid, Tiling, plan_regions
+
+MIN_DEFECT_CELLS = 2
+MAX_SCALE = 8.0
+
+
+@dataclass(frozen=True)
+class TilingChoice:
+    tiling: Tiling | None  # None: the squeezed image already shows the defect
+    tiles_per_image: int  # for the median image size
+    untiled_scale: float  # model px per image px without tiling, along the longer side
+    message: str
+
+
+def suggest_tiling(
+    sizes: Sequence[tuple[int, int]], *, min_defect_px: float, size: int = 256, overlap: int = 32
+) -> TilingChoice:
+    """The tiling that shows a ``min_defect_px`` defect on images of ``sizes`` (height,
+    width), or None where the squeezed image shows it already."""
+    if min_defect_px <= 0 or not sizes:
+        raise ValueError("the smallest defect and the image sizes must be given")
+    height = int(statistics.median(h for h, _ in sizes))
+    width = int(statistics.median(w for _, w in sizes))
+    untiled = round(size / max(height, width), 3)
+    needed = MIN_DEFECT_CELLS * MAP_CELL / min_defect_px
+    seen = f"a {min_defect_px:g} px defect"
+    if untiled >= needed:
+        return TilingChoice(
+            None,
+            1,
+            untiled,
+            f"{seen} is {min_defect_px * untiled:.1f} model px in a {width}x{height} image "
+            f"squeezed to {size} px: no tiling needed",
+        )
+    # Every image's shorter side must hold a tile.
+    smallest = min(min(h, w) for h, w in sizes)
+    scale = max(needed, size / smallest)
+    scale = math.ceil(round(scale * 100, 6)) / 100  # hundredths, up
+    if scale > MAX_SCALE:
+        raise ValueError(
+            f"{seen} needs {scale:g} model px per image px, more than {MAX_SCALE:g}: "
+            f"use a camera or lens that resolves it"
+        )
+    tiling = Tiling(grid=TileGrid(size=size, overlap=overlap, scale=scale))
+    tiles = sum(len(p.tiles) for p in plan_regions(tiling, (height, width)))
+    return TilingChoice(
+        tiling,
+        tiles,
+        untiled,
+        f"{seen} is {min_defect_px * untiled:.1f} model px in a {width}x{height} image "
+        f"squeezed to {size} px, under the {MIN_DEFECT_CELLS * MAP_CELL} px the map "
+        f"resolves: tiling at scale {scale:g} ({tiles} tiles of {size} px a part)",
+    )
