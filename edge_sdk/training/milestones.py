@@ -18,7 +18,6 @@ import time
 from collections.abc import Iterator, Sequence
 
 import torch
-from torch import nn
 
 from edge_sdk.errors import ConfigError
 from edge_sdk.training.recipe import (
@@ -28,7 +27,7 @@ from edge_sdk.training.recipe import (
     TrainConfig,
     resolve_device,
 )
-from edge_sdk.training.train import FitResult, mean_losses
+from edge_sdk.training.train import FitResult, fit_result
 from edge_sdk.training.trainer import Trainer
 
 
@@ -94,24 +93,6 @@ def _advance(
                 group["lr"] = lr
 
 
-def _frozen_copy(module: nn.Module) -> nn.Module:
-    out = copy.deepcopy(module)
-    fmt = torch.contiguous_format
-    return out.to("cpu", torch.float32, memory_format=fmt).eval()  # type: ignore[call-overload]
-
-
 def _result(run: Trainer, config: TrainConfig, device: torch.device, wall_s: float) -> FitResult:
-    return FitResult(
-        teacher=_frozen_copy(run.teacher),  # type: ignore[arg-type]
-        student=_frozen_copy(run.student),  # type: ignore[arg-type]
-        autoencoder=_frozen_copy(run.autoencoder),
-        teacher_mean=run.teacher_mean.cpu(),
-        teacher_std=run.teacher_std.cpu(),
-        data=run.data,
-        teacher_source=run.teacher_source,
-        steps=run.step,
-        losses=mean_losses(run.history),
-        wall_time_s=wall_s,
-        device=f"{device} ({run.precision.label})",
-        checkpoint=config.checkpoint_folder(),
-    )
+    checkpoint = config.checkpoint_folder()
+    return fit_result(run, device, wall_time_s=wall_s, checkpoint=checkpoint, copy=True)

@@ -17,6 +17,7 @@ import logging
 import shutil
 import time
 from collections.abc import Sequence
+from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,22 +210,33 @@ def _fit(
         logger.info("interrupted: checkpoint of step %d written to %s", run.step, ckpt)
         raise TrainingInterrupted(run.step, ckpt) from None
     save_checkpoint(ckpt, run.state())
+    return fit_result(run, device, wall_time_s=run.elapsed_s, checkpoint=ckpt)
+
+
+def fit_result(
+    run: Trainer, device: torch.device, *, wall_time_s: float, checkpoint: Path, copy: bool = False
+) -> FitResult:
+    """The run's networks as a result: on the CPU, float32, eval mode; ``copy``: copies of
+    them, so the run can go on training (:mod:`.milestones`)."""
+    networks = []
     for module in (run.teacher, run.student, run.autoencoder):
+        out = deepcopy(module) if copy else module
         fmt = torch.contiguous_format
-        module.to("cpu", torch.float32, memory_format=fmt).eval()  # type: ignore[call-overload]
+        networks.append(out.to("cpu", torch.float32, memory_format=fmt).eval())  # type: ignore[call-overload]
+    teacher, student, autoencoder = networks
     return FitResult(
-        teacher=run.teacher,
-        student=run.student,
-        autoencoder=run.autoencoder,
+        teacher=teacher,
+        student=student,
+        autoencoder=autoencoder,
         teacher_mean=run.teacher_mean.cpu(),
         teacher_std=run.teacher_std.cpu(),
         data=run.data,
         teacher_source=run.teacher_source,
         steps=run.step,
         losses=mean_losses(run.history),
-        wall_time_s=run.elapsed_s,
+        wall_time_s=wall_time_s,
         device=f"{device} ({run.precision.label})",
-        checkpoint=ckpt,
+        checkpoint=checkpoint,
     )
 
 
