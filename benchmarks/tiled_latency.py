@@ -47,6 +47,7 @@ def main() -> int:
 
     from edge_sdk.runtime.inspector import Inspector
     from edge_sdk.runtime.tiling import plan_regions
+    from edge_sdk.tools.cpu_units import cpu_info
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", help="a bundle (default: random-weight EfficientAD-S)")
@@ -94,6 +95,7 @@ def main() -> int:
                     "ms_per_tile": round(statistics.median(ms) / tiles, 1),
                 }
             )
+    cpu = cpu_info()
     report = {
         "what": "Inspector.inspect per part, float32 graph, the same graph tiled and untiled, "
         "interleaved rounds",
@@ -101,7 +103,7 @@ def main() -> int:
         "rounds": args.rounds,
         "threads": args.threads,
         "machine": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
+        "cpu": None if cpu is None else cpu.record(),
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "rows": rows,
     }
