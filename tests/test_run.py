@@ -92,7 +92,7 @@ def test_sigterm_mid_burst_gives_every_frame_one_result(tmp_path: Path) -> None:
     summary = json.loads(out)
     lines = read_lines(results)
     ids = [r["frame_id"] for r in lines]
-    assert len(lines) == summary["results"] == summary["frames"] > 50
+    assert len(lines) == summary["results"] == summary["frames"] >= 50  # stopped mid-run
     assert sorted(ids) == list(range(len(ids)))  # one result per frame, none missing
     rejects = [r for r in lines if r["verdict"] != "OK"]
     assert rejects and all(r["frame_id"] % 8 % 4 == 0 or r["verdict"] == "ERROR" for r in rejects)
