@@ -185,3 +185,22 @@ def test_a_layout_is_suggested_from_the_images_and_the_smallest_defect() -> None
     assert choice.tiling is not None and choice.tiling.grid.scale == pytest.approx(1.6)
     with pytest.raises(ValueError, match="more than 8"):
         suggest_tiling([(100, 100)], min_defect_px=0.5)
+
+
+def test_the_line_checks_its_deadline_against_a_whole_tiled_part(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edge_sdk.errors import ConfigError
+    from edge_sdk.line.service import check_deadline
+
+    declared = write_tiny_bundle(
+        tmp_path / "d.bundle", brightness_graph(), tiling={**TILING, "frame": [600, 500]}
+    )
+    with Inspector.open(declared, device="cpu") as inspector:
+        with pytest.raises(ConfigError, match="a 500x600 part in tiles"):
+            check_deadline(inspector, 1e-3)
+        check_deadline(inspector, 60_000)
+    undeclared = write_tiny_bundle(tmp_path / "u.bundle", brightness_graph(), tiling=TILING)
+    with Inspector.open(undeclared, device="cpu") as inspector:
+        check_deadline(inspector, 1e-3)  # nothing to time it on before the first frame
+    assert "not checked before the first frame" in caplog.text
