@@ -202,8 +202,10 @@ def test_bench_report(s_bundle: Path) -> None:
     assert "pytorch-eager/fp32" in format_report(report)
     peak = report["peaks"]["fp32"]
     assert peak["peak_gops"] == max(peak["peak_gops_by_device"].values())
-    # every reference convolution, on every CPU provider, timed in the model's rounds
-    assert len(peak["by_shape"]) == 3 * len(peak["peak_gops_by_device"])
+    # every reference convolution and the model's own largest (the student's last, for S),
+    # on every CPU provider, timed in the model's rounds
+    assert len(peak["by_shape"]) == 4 * len(peak["peak_gops_by_device"])
+    assert "cpu/model 256->768 k4 59x59" in peak["by_shape"]
     assert peak["peak_gops"] == max(peak["by_shape"].values())
     assert report["rows"][0]["x_floor"] == pytest.approx(
         report["rows"][0]["per_image_ms"] / peak["floor_ms"]

@@ -271,11 +271,13 @@ def _gpu_name() -> str | None:
 
 
 def _peak_tasks(bundle: Bundle, variants: tuple[str, ...], options: BenchOptions) -> dict[str, Any]:
-    """The reference convolutions (edge_sdk.tools.peak) on every CPU provider installed, for each
-    numeric kind the bundle has, keyed "peak/<kind>/<device>/<channels>x<size>": they run in
-    the same interleaved rounds as the model."""
+    """The reference convolutions (edge_sdk.tools.peak) and the model's own largest one on
+    every CPU provider installed, for each numeric kind the bundle has, keyed
+    "peak/<kind>/<device>/<shape>": they run in the same interleaved rounds as the model."""
     try:
-        from edge_sdk.tools.peak import peak_convs
+        from edge_sdk.tools.peak import largest_conv, peak_convs
+
+        model = largest_conv(bundle.graph("fp32"))
     except ImportError as exc:
         log.warning("no floor estimate (%s)", exc)
         return {}
@@ -285,8 +287,10 @@ def _peak_tasks(bundle: Bundle, variants: tuple[str, ...], options: BenchOptions
         if kind not in variants and not (kind == "fp32" and "fp16" in variants):
             continue  # fp16 on a CPU is judged against the float32 peak
         for device in cpu_side:
-            for conv in peak_convs(int8=int8, threads=options.threads, device=device):
-                tasks[f"peak/{kind}/{device}/{conv.channels}x{conv.size}"] = conv
+            convs = peak_convs(int8=int8, threads=options.threads, device=device, model=model)
+            for conv in convs:
+                own = "model " if conv.shape == model else ""
+                tasks[f"peak/{kind}/{device}/{own}{conv.shape.label}"] = conv
     return tasks
 
 
