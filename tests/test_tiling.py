@@ -150,11 +150,6 @@ def test_recalibrating_a_tiled_bundle_scores_parts_as_the_inspector_does(tmp_pat
         good_scores = [inspector.inspect(g).score for g in good]
         bad_score = inspector.inspect(bad[0]).score
     assert max(good_scores) < manifest.threshold.image < bad_score
-    from edge_sdk.errors import EdgeADError
-    from edge_sdk.runtime.variants import add_variant
-
-    with pytest.raises(EdgeADError, match="variants of tiled bundles are not supported"):
-        add_variant(out, tmp_path / "v.bundle", kind="fp16", good=good)
 
 
 def test_the_readme_layout_file_is_a_valid_tiling(tmp_path: Path) -> None:

@@ -99,12 +99,19 @@ def test_gate_refuses_a_variant_that_flips_a_verdict(
 
     from edge_sdk.runtime.engine import Engine, EngineOptions
     from edge_sdk.runtime.scoring import MapScorer
-    from edge_sdk.runtime.variants import ParityError, _batches, add_variant, quantize_int8
+    from edge_sdk.runtime.variants import (
+        ParityError,
+        _batches,
+        add_variant,
+        calibration_inputs,
+        quantize_int8,
+    )
 
     good, bad = images
     bundle = Bundle.open(s_bundle)
     spec = bundle.manifest.model
-    int8 = quantize_int8(bundle.graph(), good)  # deterministic: add_variant gets the same
+    # Deterministic: add_variant gets the same graph.
+    int8 = quantize_int8(bundle.graph(), calibration_inputs(spec.input, good))
     engines = [
         Engine.from_graph(g, spec, EngineOptions(device="cpu"), warmup=False)
         for g in (bundle.graph(), int8)
@@ -147,7 +154,7 @@ def test_fp16_keeps_the_map_arithmetic_in_float32(s_bundle: Path) -> None:
     import onnx
     from onnx import TensorProto
 
-    from edge_sdk.runtime.variants import FP16_OPS, convert_fp16
+    from edge_sdk.runtime.fp16_graph import FP16_OPS, convert_fp16
 
     model = onnx.load_from_string(convert_fp16(Bundle.open(s_bundle).graph()))
     del model.graph.value_info[:]  # the converter's own notes; infer the types afresh
@@ -226,12 +233,14 @@ def test_int8_ranges_have_headroom_and_the_image_is_exact(s_bundle: Path, images
 
     from edge_sdk.runtime.variants import (
         ACTIVATION_HEADROOM,
+        calibration_inputs,
         quantize_int8,
         widen_activation_ranges,
     )
 
     good, _ = images
-    graph = quantize_int8(Bundle.open(s_bundle).graph(), good)
+    bundle = Bundle.open(s_bundle)
+    graph = quantize_int8(bundle.graph(), calibration_inputs(bundle.manifest.model.input, good))
     model = onnx.load_from_string(graph)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
@@ -259,9 +268,11 @@ def test_widened_biases_keep_the_step_onnx_runtime_fuses_on(s_bundle: Path, imag
     import onnx
     from onnx import numpy_helper
 
-    from edge_sdk.runtime.variants import quantize_int8
+    from edge_sdk.runtime.variants import calibration_inputs, quantize_int8
 
-    model = onnx.load_from_string(quantize_int8(Bundle.open(s_bundle).graph(), images[0]))
+    bundle = Bundle.open(s_bundle)
+    inputs = calibration_inputs(bundle.manifest.model.input, images[0])
+    model = onnx.load_from_string(quantize_int8(bundle.graph(), inputs))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     producer = {n.output[0]: n for n in model.graph.node}
     checked = 0
@@ -271,3 +282,64 @@ def test_widened_biases_keep_the_step_onnx_runtime_fuses_on(s_bundle: Path, imag
         np.testing.assert_allclose(inits[b.input[1]], expected, rtol=1e-5)
         checked += 1
     assert checked >= 10
+
+
+def _tiled_copy(bundle: Path, out: Path) -> Path:
+    """The same bundle with a 256 px tile grid at native resolution over the whole frame."""
+    import zipfile
+
+    import yaml
+
+    with zipfile.ZipFile(bundle) as src, zipfile.ZipFile(out, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name == "bundle.yaml":
+                manifest = yaml.safe_load(data)
+                manifest["model"]["input"]["tiling"] = {
+                    "grid": {"size": 256, "overlap": 32, "scale": 1.0}
+                }
+                data = yaml.safe_dump(manifest).encode()
+            dst.writestr(name, data)
+    return out
+
+
+def test_a_tiled_bundle_gets_variants_calibrated_on_tiles_and_gated_on_parts(
+    s_bundle: Path, tmp_path: Path
+) -> None:
+    from edge_sdk.runtime.tiled import cut_tiles
+    from edge_sdk.runtime.tiling import plan_regions
+    from edge_sdk.runtime.variants import add_variant, calibration_inputs
+
+    tiled = _tiled_copy(s_bundle, tmp_path / "tiled.bundle")
+    spec = Bundle.open(tiled).manifest.model.input
+    assert spec.tiling is not None
+    rng = np.random.default_rng(5)
+    good = [good_part(rng, height=256, width=320) for _ in range(3)]
+    bad = [np.hstack([defective_part(rng)[0], good_part(rng, height=256, width=64)])]
+
+    # int8 ranges come from tiles, spread over every tile of the images (2 per image).
+    inputs = calibration_inputs(spec, good, max_tiles=3)
+    every = [t for g in good for t in cut_tiles(g, plan_regions(spec.tiling, g.shape), 256, "area")]
+    assert len(every) == 6 and [x.shape for x in inputs] == [(1, 3, 256, 256)] * 3
+    for x, k in zip(inputs, (0, 2, 5), strict=True):  # evenly spread, both ends kept
+        np.testing.assert_array_equal(x[0], every[k])
+
+    out, report = add_variant(
+        tiled, tmp_path / "int8.bundle", kind="int8", good=good, bad=bad, allow_flips=True
+    )
+    assert report["images"] == 4 and report["tiles"] == 8
+    bundle = Bundle.open(out)
+    assert bundle.manifest.model.input.tiling == spec.tiling
+    # The gate scored whole parts as the Inspector does: its score difference is theirs.
+    with (
+        Inspector.open(out, device="cpu", variant="fp32") as exact,
+        Inspector.open(out, device="cpu", variant="int8", recheck=False) as fast,
+    ):
+        pairs = [(exact.inspect(p), fast.inspect(p)) for p in [*good, *bad]]
+    assert all(e.worst_tile and f.worst_tile for e, f in pairs)
+    diff = max(abs(e.score - f.score) for e, f in pairs)
+    assert report["max_score_difference"] == pytest.approx(diff, rel=1e-4, abs=1e-6)
+    assert diff > 0  # int8 really ran
+
+    _, fp16 = add_variant(tiled, tmp_path / "fp16.bundle", kind="fp16", good=good, allow_flips=True)
+    assert fp16["tiles"] == 6 and fp16["max_map_difference"] < 0.05

@@ -10,6 +10,9 @@ would clip exactly the large differences that defects produce.
 The gate runs both graphs on the same images and records the largest map difference,
 the verdicts that flip at the bundle's threshold and, with defective images, the change
 in image AUROC. A variant that flips any verdict is refused unless the caller overrides.
+
+A tiled bundle's variant is calibrated on its tiles and gated on whole parts, as the line
+inspects them: every tile through both graphs, the maps stitched, one verdict per part.
 """
 
 from __future__ import annotations
@@ -26,9 +29,12 @@ import numpy as np
 from edge_sdk.errors import EdgeADError, EngineError, require
 from edge_sdk.runtime.bundle import Bundle, sha256_hex, write_bundle
 from edge_sdk.runtime.engine import Engine, EngineOptions
-from edge_sdk.runtime.manifest import GraphFile
+from edge_sdk.runtime.fp16_graph import convert_fp16
+from edge_sdk.runtime.manifest import GraphFile, InputSpec
 from edge_sdk.runtime.preprocess import to_model_input
 from edge_sdk.runtime.scoring import MapScorer
+from edge_sdk.runtime.tiled import TiledFrames, cut_tiles
+from edge_sdk.runtime.tiling import plan_regions
 from edge_sdk.statistics import auroc
 
 log = logging.getLogger(__name__)
@@ -51,22 +57,44 @@ def _batches(
         yield buf
 
 
+# Tiles that calibrate a tiled bundle's int8 ranges, spread evenly over every tile of the
+# calibration images (edge tiles see other content than centre ones). ONNX Runtime keeps
+# every calibration input's activations in memory until the end (its bounded mode,
+# CalibMaxIntermediateOutputs, drops the earlier chunks' ranges in 1.32: onnxruntime issue
+# 18893), so this stays at the 64 images an untiled bundle calibrates on.
+INT8_TILES = 64
+
+
+def calibration_inputs(
+    spec: InputSpec, images: Sequence[np.ndarray], *, max_tiles: int = INT8_TILES
+) -> list[np.ndarray]:
+    """The graph inputs ([1, 3, h, w] uint8) that set a variant's int8 ranges: each image
+    squeezed to the model's size, or for a tiled bundle up to ``max_tiles`` of its tiles."""
+    if spec.tiling is None:
+        return list(_batches(images, (spec.height, spec.width), spec.resize))
+    tiling = spec.tiling
+    plans = [plan_regions(tiling, image.shape) for image in images]
+    total = sum(len(p.tiles) for plan in plans for p in plan)
+    chosen = set(np.linspace(0, total - 1, min(total, max_tiles)).round().astype(int).tolist())
+    inputs, k = [], 0
+    for image, plan in zip(images, plans, strict=True):
+        tiles = cut_tiles(image, plan, tiling.grid.size, spec.resize)
+        inputs += [tiles[j : j + 1].copy() for j in range(len(tiles)) if k + j in chosen]
+        k += len(tiles)
+    return inputs
+
+
 def quantize_int8(
-    graph: bytes,
-    images: Sequence[np.ndarray],
-    *,
-    input_name: str = "image",
-    hw: tuple[int, int] = (256, 256),
-    resize: str = "area",
+    graph: bytes, inputs: Sequence[np.ndarray], *, input_name: str = "image"
 ) -> bytes:
-    """The int8 QDQ graph, calibrated (MinMax) on `images` (good parts), with
-    :data:`ACTIVATION_HEADROOM` above the ranges they show."""
+    """The int8 QDQ graph, calibrated (MinMax) on ``inputs`` (graph inputs of good parts:
+    :func:`calibration_inputs`), with :data:`ACTIVATION_HEADROOM` above their ranges."""
     quant: Any = require("onnxruntime.quantization", extra="train", feature="int8 quantization")
     require("onnx", extra="train", feature="int8 quantization")
 
     class Reader(quant.CalibrationDataReader):
         def __init__(self) -> None:
-            self._it = iter(_batches(images, hw, resize))
+            self._it = iter(inputs)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self._it, None)
@@ -147,116 +175,35 @@ def widen_activation_ranges(graph: bytes, headroom: float) -> bytes:
     return bytes(model.SerializeToString())
 
 
-# The layers that run in fp16; everything else (the squared teacher-student and
-# autoencoder differences, their channel sums, the decoder's Resize) stays float32: a sum
-# of 384 squared differences is where fp16 loses bits, and the large differences that
-# defects produce would overflow it (65504) before the division by 384. On the CPU, whose
-# kernels widen fp16 internally, both splits score alike (trained magnetic-tile S: largest
-# map difference 0.00063); on a GPU that is up to the provider's kernels.
-FP16_OPS = frozenset({"Conv", "Relu", "AveragePool", "MaxPool"})
+class PartMaps:
+    """Each part's combined maps and score through one engine, as the Inspector gets them:
+    the image squeezed to the model's size, or every tile of it stitched into a part."""
 
+    def __init__(self, spec: InputSpec, scorer: MapScorer):
+        self.spec, self.scorer = spec, scorer
+        self.frames = (
+            None
+            if spec.tiling is None
+            else TiledFrames(spec.tiling, scorer, resize=spec.resize, max_batch=8)
+        )
 
-def convert_fp16(graph: bytes) -> bytes:
-    """The fp16 graph for GPUs: the convolutions in fp16, the map arithmetic after them in
-    float32 (see :data:`FP16_OPS`); the uint8 input and float32 outputs are kept."""
-    onnx: Any = require("onnx", extra="train", feature="fp16 conversion")
-    f16: Any = require("onnxruntime.transformers.float16", extra="train", feature="fp16 conversion")
-    model = onnx.load_from_string(graph)
-    keep_fp32 = sorted({n.op_type for n in model.graph.node} - FP16_OPS)
-    originals = {i.name: i for i in model.graph.initializer}  # before conversion
-    converted = f16.convert_float_to_float16(
-        onnx.load_from_string(graph), keep_io_types=True, op_block_list=keep_fp32
-    )
-    return bytes(drop_fp16_round_trips(converted, originals).SerializeToString())
+    def inputs(self, image: np.ndarray) -> np.ndarray:
+        """The image's graph input: its tiles, or the image at the model's size."""
+        if self.frames is None:
+            return next(_batches([image], (self.spec.height, self.spec.width), self.spec.resize))
+        return self.frames.cut(image)[1].copy()
 
-
-def drop_fp16_round_trips(model: Any, originals: dict[str, Any]) -> Any:
-    """Remove each Cast(fp16) -> Cast(fp32) pair between two float32 nodes (in place), and
-    give float32 nodes their constants in float32 again (`originals`: the float32 graph's
-    initializers by name).
-
-    The converter casts every kept-float32 node's output to fp16 and back before the next
-    kept node, which would round the squared differences and their sums to fp16 anyway
-    (and overflow them); without the pair, float32 flows straight through. It also stores
-    the constants of kept nodes (the 1/384 of the channel mean, say) in fp16."""
-    from onnx import TensorProto
-
-    inits = {i.name for i in model.graph.initializer}
-    widened = [
-        n
-        for n in model.graph.node
-        if n.op_type == "Cast"
-        and n.input[0] in inits
-        and any(a.name == "to" and a.i == TensorProto.FLOAT for a in n.attribute)
-        and n.input[0] in originals
-        and originals[n.input[0]].data_type == TensorProto.FLOAT
-    ]
-    for node in widened:
-        restored = model.graph.initializer.add()
-        restored.CopyFrom(originals[node.input[0]])
-        restored.name = node.output[0]
-        model.graph.node.remove(node)
-    nodes = list(model.graph.node)
-    producer = {o: n for n in nodes for o in n.output}
-    outputs = {o.name for o in model.graph.output}
-
-    def cast_to(node: Any) -> int | None:
-        if node.op_type != "Cast":
-            return None
-        return next((int(a.i) for a in node.attribute if a.name == "to"), None)
-
-    rename: dict[str, str] = {}
-    dropped: list[Any] = []
-    for node in nodes:
-        first = producer.get(node.input[0]) if node.input else None
-        if cast_to(node) != TensorProto.FLOAT or first is None:
-            continue
-        if cast_to(first) != TensorProto.FLOAT16 or first.input[0] not in producer:
-            continue
-        source = producer[first.input[0]]
-        if source.op_type in FP16_OPS or cast_to(source) == TensorProto.FLOAT16:
-            continue  # an fp16 value: this Cast is a real widening
-        if node.output[0] in outputs:
-            node.op_type, node.input[0] = "Identity", first.input[0]
-            del node.attribute[:]
-        else:
-            rename[node.output[0]] = first.input[0]
-            dropped.append(node)
-    for node in dropped:
-        model.graph.node.remove(node)
-    for node in model.graph.node:
-        for k, name in enumerate(node.input):
-            if name in rename:
-                node.input[k] = rename[name]
-    used = {i for n in model.graph.node for i in n.input} | outputs
-    for node in [n for n in model.graph.node if cast_to(n) == TensorProto.FLOAT16]:
-        if node.output[0] not in used:
-            model.graph.node.remove(node)
-    used = {i for n in model.graph.node for i in n.input}
-    for init in [i for i in model.graph.initializer if i.name not in used]:
-        model.graph.initializer.remove(init)
-    _sort_topologically(model.graph)
-    return model
-
-
-def _sort_topologically(graph: Any) -> None:
-    """Order the nodes so each comes after its inputs' producers, as ONNX requires (the
-    converter appends its casts at the end, which only ONNX Runtime forgives)."""
-    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        runnable = [n for n in pending if all(i in ready for i in n.input)]
-        if not runnable:
-            raise EdgeADError("fp16 conversion produced a graph with a cycle")
-        for node in runnable:
-            ordered.append(node)
-            ready.update(node.output)
-        pending = [n for n in pending if n not in runnable]
-    copies = [type(n)() for n in ordered]
-    for copy, node in zip(copies, ordered, strict=True):
-        copy.CopyFrom(node)
-    del graph.node[:]
-    graph.node.extend(copies)
+    def run(
+        self, image: np.ndarray, inputs: np.ndarray, engine: Engine
+    ) -> tuple[list[np.ndarray], float]:
+        """The combined maps of ``inputs`` (from :meth:`inputs`) and the part's score."""
+        if self.frames is None:
+            st, ae = engine.run(inputs)
+            combined = self.scorer.combine(st[0, 0], ae[0, 0])
+            return [combined], self.scorer.score(combined)
+        maps = self.frames.run(inputs, engine.run)
+        plans = self.frames.plans(image.shape)
+        return maps, self.frames.assemble(image.shape, plans, maps)[1]
 
 
 def parity(
@@ -266,21 +213,21 @@ def parity(
     good: Sequence[np.ndarray],
     bad: Sequence[np.ndarray] = (),
 ) -> dict[str, Any]:
-    """Compare two engines of one bundle on the same images, in the manifest's units."""
+    """Compare two engines of one bundle on the same parts, in the manifest's units."""
     manifest = bundle.manifest
-    scorer = MapScorer(manifest.normalization)
     threshold = manifest.threshold.image
-    spec = manifest.model.input
+    parts = PartMaps(manifest.model.input, MapScorer(manifest.normalization))
     images = [*good, *bad]
-    ref_scores, cand_scores, max_diff = [], [], 0.0
-    for batch in _batches(images, (spec.height, spec.width), spec.resize):
-        r_st, r_ae = reference.run(batch)
-        r = scorer.combine(r_st[0, 0], r_ae[0, 0])
-        c_st, c_ae = candidate.run(batch)
-        c = scorer.combine(c_st[0, 0], c_ae[0, 0])
-        max_diff = max(max_diff, float(np.max(np.abs(r - c))))
-        ref_scores.append(scorer.score(r))
-        cand_scores.append(scorer.score(c))
+    ref_scores, cand_scores, max_diff, tiles = [], [], 0.0, 0
+    for image in images:
+        inputs = parts.inputs(image)
+        tiles += len(inputs)
+        r_maps, r_score = parts.run(image, inputs, reference)
+        c_maps, c_score = parts.run(image, inputs, candidate)
+        for r, c in zip(r_maps, c_maps, strict=True):
+            max_diff = max(max_diff, float(np.max(np.abs(r - c))))
+        ref_scores.append(r_score)
+        cand_scores.append(c_score)
     ref, cand = np.array(ref_scores), np.array(cand_scores)
     flips = int(np.sum((ref > threshold) != (cand > threshold)))
     n_good = len(good)
@@ -293,6 +240,8 @@ def parity(
         "verdict_flips": flips,
         "threshold": threshold,
     }
+    if manifest.model.input.tiling is not None:
+        report["tiles"] = tiles
     if len(bad):
         ref_auc = auroc(ref[:n_good], ref[n_good:])
         cand_auc = auroc(cand[:n_good], cand[n_good:])
@@ -332,22 +281,10 @@ def add_variant(
         )
     bundle = Bundle.open(bundle_path)
     spec = bundle.manifest.model
-    if spec.input.tiling is not None:
-        # Their int8 ranges and parity gate would see squeezed frames, not the tiles the
-        # line runs: refused until they are calibrated and gated on tiles (issue 16).
-        raise EdgeADError(
-            f"{bundle.path}: {kind} variants of tiled bundles are not supported yet; the "
-            "float32 graph runs them"
-        )
     fp32 = bundle.graph("fp32")
     if kind == "int8":
-        graph = quantize_int8(
-            fp32,
-            good,
-            input_name=spec.input.name,
-            hw=(spec.input.height, spec.input.width),
-            resize=spec.input.resize,
-        )
+        inputs = calibration_inputs(spec.input, good)
+        graph = quantize_int8(fp32, inputs, input_name=spec.input.name)
     else:
         graph = convert_fp16(fp32)
     reference = Engine.from_graph(fp32, spec, EngineOptions(device="cpu"), warmup=False)

@@ -201,8 +201,6 @@ def _usage_error(args: argparse.Namespace) -> str | None:
         return f"--val-fraction must be between 0 and 1, got {args.val_fraction}"
     if not 0.0 < args.target_frr < 1.0:
         return f"--target-frr must be between 0 and 1, got {args.target_frr}"
-    if args.int8 and (args.tiling is not None or args.min_defect_px is not None):
-        return "--int8 with tiles: variants of tiled bundles are not supported yet"
     if args.min_defect_px is not None and args.tiling is not None:
         return "--min-defect-px chooses the tiling: give it or --tiling, not both"
     if args.min_defect_px is not None and args.min_defect_px <= 0:
