@@ -4,6 +4,7 @@ tiled bundle through the Inspector on a real ONNX graph: one verdict per part.""
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,33 @@ def test_a_tiled_bundle_gives_one_verdict_per_part_and_names_the_worst_tile(
         squeezed = inspector.inspect(_frame((400, 300)))
     assert squeezed.score < bad.score
     assert "worst_tile" not in squeezed.to_dict()
+
+
+def test_a_frame_too_small_for_a_tile_is_enlarged_when_the_grid_says_so(tmp_path: Path) -> None:
+    """Parts whose size varies (magnetic tiles: 103 to 632 px wide): a frame under one tile
+    at the grid's scale is scaled up until its shorter side is one tile, everywhere alike."""
+    from edge_sdk.runtime.tiling import TilingError
+
+    with pytest.raises(TilingError, match=r"set tiling\.grid\.enlarge_small"):
+        plan_regions(Tiling(), (300, 103))
+    grid = {"size": 256, "overlap": 32, "scale": 1.0, "enlarge_small": True}
+    [plan] = plan_regions(Tiling(grid=TileGrid(**grid)), (300, 103))
+    assert plan.scaled == (744, 256) and [x for _, x in plan.tiles] == [0] * 4
+    assert plan.scale == pytest.approx((744 / 300, 256 / 103))
+    [large] = plan_regions(Tiling(grid=TileGrid(**grid)), (600, 500))  # large enough: as is
+    assert large.scaled == (600, 500)
+    tiled = write_tiny_bundle(tmp_path / "t.bundle", brightness_graph(), tiling={"grid": grid})
+    frame = np.full((300, 103), 100, np.uint8)
+    frame[200:204, 50:54] = 255  # 4x4 frame px: 10x10 model px once enlarged
+    with Inspector.open(tiled, device="cpu") as inspector:
+        result = inspector.inspect(frame)
+        assert result.verdict is Verdict.NOK and result.worst_tile is not None
+        found = re.search(r"at x (\d+), y (\d+) \(frame px\)", result.worst_tile)
+        assert found and int(found[1]) < 103 and int(found[2]) < 300  # in the frame's pixels
+        full = inspector.full_map(result)
+        assert full.shape == (300, 103)
+        yy, xx = np.unravel_index(int(np.argmax(full)), full.shape)
+        assert 196 <= yy <= 208 and 46 <= xx <= 58
 
 
 def test_recalibrating_a_tiled_bundle_scores_parts_as_the_inspector_does(tmp_path: Path) -> None:

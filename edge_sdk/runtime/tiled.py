@@ -106,10 +106,11 @@ class TiledFrames:
             region_score = MapScorer.score(region_map)
             if not region_score <= score:  # NaN wins: the part must fail safe
                 score = region_score
-                ty, tx = plan.tiles[top]
-                x, y = plan.box[0] + tx / grid.scale, plan.box[1] + ty / grid.scale
+                (ty, tx), (sy, sx) = plan.tiles[top], plan.scale
+                x, y = plan.box[0] + tx / sx, plan.box[1] + ty / sy
                 worst = f"{plan.name}: tile {top} at x {x:.0f}, y {y:.0f} (frame px)"
-        cell = MAP_CELL / grid.scale  # frame pixels per cell
+        # Frame pixels per cell, at the finest scale of any region (an enlarged one's).
+        cell = MAP_CELL / max([grid.scale, *(min(p.scale) for p in plans)])
         h, w = int(image_shape[0]), int(image_shape[1])
         frame_map = np.full(
             (max(1, round(h / cell)), max(1, round(w / cell))),

@@ -6,7 +6,9 @@ A bundle without ``model.input.tiling`` squeezes the whole frame into the model 
 before. With it, each region is cropped from the frame, scaled by ``grid.scale`` (model
 pixels per frame pixel: 1.0 is native resolution), and covered by ``grid.size`` tiles that
 overlap by ``grid.overlap`` pixels; the last tile of a row or column is moved back to end
-at the region's edge, so every tile lies inside the region and none is padded.
+at the region's edge, so every tile lies inside the region and none is padded. A region
+too small for one tile at that scale is an error, or with ``grid.enlarge_small`` (parts
+whose size varies) is scaled up until its shorter side is one tile.
 
 Maps are stitched on a grid of :data:`MAP_CELL` model pixels (the resolution of
 EfficientAD's padded maps: 64 cells for a 256 px tile), which is why sizes and overlaps are
@@ -60,6 +62,9 @@ class TileGrid(_Frozen):
     size: int = Field(256, gt=0)  # tile side in model pixels: the model's input size
     overlap: int = Field(32, gt=0)  # model pixels shared by neighbouring tiles
     scale: float = Field(1.0, gt=0, le=8)  # model pixels per frame pixel
+    # A region whose shorter side is under one tile at ``scale``: an error (False), or
+    # enlarged until that side is one tile (True: parts whose size varies, some small).
+    enlarge_small: bool = False
 
     @model_validator(mode="after")
     def _cells(self) -> TileGrid:
@@ -110,6 +115,11 @@ class RegionPlan:
     scaled: tuple[int, int]  # height, width in model pixels (multiples of MAP_CELL)
     tiles: tuple[tuple[int, int], ...]
 
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Model pixels per frame pixel (y, x): the grid's, or more for an enlarged region."""
+        return self.scaled[0] / self.box[3], self.scaled[1] / self.box[2]
+
 
 def tile_origins(length: int, size: int, overlap: int) -> list[int]:
     """Where tiles of ``size`` start along ``length`` (model pixels) so that neighbours
@@ -136,11 +146,14 @@ def _region_box(
         )
     scaled = (_to_cells(h * grid.scale), _to_cells(w * grid.scale))
     if min(scaled) < grid.size:
-        raise ValueError(
-            f"{where}: {w}x{h} px at scale {grid.scale:g} is {scaled[1]}x{scaled[0]} model "
-            f"px, smaller than one {grid.size} px tile: raise tiling.grid.scale or the "
-            f"region, or use no tiling"
-        )
+        if not grid.enlarge_small:
+            raise ValueError(
+                f"{where}: {w}x{h} px at scale {grid.scale:g} is {scaled[1]}x{scaled[0]} "
+                f"model px, smaller than one {grid.size} px tile: raise tiling.grid.scale or "
+                f"the region, set tiling.grid.enlarge_small, or use no tiling"
+            )
+        factor = grid.size / min(h, w)  # the shorter side becomes exactly one tile
+        scaled = (max(grid.size, _to_cells(h * factor)), max(grid.size, _to_cells(w * factor)))
     return (region.x, region.y, w, h), scaled
 
 

@@ -93,8 +93,9 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--tiling",
         metavar="SCALE|FILE",
         help="train and inspect at native resolution: each image cut into overlapping "
-        "256 px tiles at SCALE model px per image px (1.0: native), or as FILE (YAML: "
-        "regions, grid) says; the bundle records it and the runtime tiles alike",
+        "256 px tiles at SCALE model px per image px (1.0: native; an image too small for "
+        "one tile is enlarged to one), or as FILE (YAML: regions, grid) says; the bundle "
+        "records it and the runtime tiles alike",
     )
     p.add_argument(
         "--min-defect-px",
@@ -116,11 +117,12 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def parse_tiling(text: str) -> Any:
-    """``--tiling``: a scale (the whole image, 256 px tiles, 32 px overlap) or a YAML file
-    holding a ``model.input.tiling`` section.
+    """``--tiling``: a scale (the whole image, 256 px tiles, 32 px overlap; an image too
+    small for one tile at that scale is enlarged to one) or a YAML file holding a
+    ``model.input.tiling`` section.
 
-    >>> parse_tiling("0.5").grid.scale
-    0.5
+    >>> parse_tiling("0.5").grid
+    TileGrid(size=256, overlap=32, scale=0.5, enlarge_small=True)
     """
     from pydantic import ValidationError
 
@@ -133,7 +135,7 @@ def parse_tiling(text: str) -> Any:
         scale = None  # not a number: a file
     if scale is not None:
         try:
-            return Tiling(grid=TileGrid(scale=scale))
+            return Tiling(grid=TileGrid(scale=scale, enlarge_small=True))
         except ValidationError as exc:
             raise ConfigError(f"--tiling {text}: {exc.errors()[0]['msg']}") from None
     path = Path(text).expanduser()

@@ -13,6 +13,8 @@ enough, no tiling is suggested.
 (1.34, 24, 0.205)
 >>> suggest_tiling([(256, 256)], min_defect_px=8).tiling is None
 True
+>>> suggest_tiling([(324, 270), (300, 103)], min_defect_px=8).tiling.grid
+TileGrid(size=256, overlap=32, scale=1.0, enlarge_small=True)
 """
 
 from __future__ import annotations
@@ -56,16 +58,17 @@ def suggest_tiling(
             f"{seen} is {min_defect_px * untiled:.1f} model px in a {width}x{height} image "
             f"squeezed to {size} px: no tiling needed",
         )
-    # Every image's shorter side must hold a tile.
-    smallest = min(min(h, w) for h, w in sizes)
-    scale = max(needed, size / smallest)
-    scale = math.ceil(round(scale * 100, 6)) / 100  # hundredths, up
+    scale = math.ceil(round(needed * 100, 6)) / 100  # hundredths, up
     if scale > MAX_SCALE:
         raise ValueError(
             f"{seen} needs {scale:g} model px per image px, more than {MAX_SCALE:g}: "
             f"use a camera or lens that resolves it"
         )
-    tiling = Tiling(grid=TileGrid(size=size, overlap=overlap, scale=scale))
+    # An image whose shorter side is under one tile at that scale is enlarged to one tile
+    # (it is then seen finer than needed), rather than every image scaled up for it.
+    small = min(min(h, w) for h, w in sizes) * scale < size
+    grid = TileGrid(size=size, overlap=overlap, scale=scale, enlarge_small=small)
+    tiling = Tiling(grid=grid)
     tiles = sum(len(p.tiles) for p in plan_regions(tiling, (height, width)))
     return TilingChoice(
         tiling,
