@@ -391,8 +391,12 @@ def test_training_on_tiles_gives_a_tiled_bundle(
     with Inspector.open(out, device="cpu") as inspector:
         result = inspector.inspect(good_images(1, seed=9, size=(300, 180))[0])
     assert result.worst_tile is not None and result.anomaly_map is not None
-    # An image its tiles do not fit is named; a scale out of range is a usage error.
-    args = parser.parse_args([*argv[:3], str(tmp_path / "t2.bundle"), *argv[4:], "--tiling", "0.5"])
+    # An image its layout file does not fit is named; a scale out of range is a usage error.
+    layout = tmp_path / "half.yaml"
+    layout.write_text("grid: {size: 256, overlap: 32, scale: 0.5}\n")
+    args = parser.parse_args(
+        [*argv[:3], str(tmp_path / "t2.bundle"), *argv[4:], "--tiling", str(layout)]
+    )
     assert args.func(args) == 4
     assert f"{parts}/part-" in capsys.readouterr().err
     args = parser.parse_args([*argv, "--tiling", "20"])

@@ -110,7 +110,8 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--int8",
         action="store_true",
         help="also add the int8 variant (CPU), calibrated and parity-checked on the "
-        "training images (up to 64); a refused variant leaves the float32 bundle",
+        "training images (up to 64; a tiled bundle: on its tiles, and fewer images when a "
+        "part has many tiles); a refused variant leaves the float32 bundle",
     )
     p.set_defaults(func=cmd_train)
     return p

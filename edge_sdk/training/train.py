@@ -28,6 +28,7 @@ from torch import nn
 
 from edge_sdk.errors import ConfigError
 from edge_sdk.runtime.bundle import Bundle
+from edge_sdk.runtime.tiling import plan_regions
 from edge_sdk.training.budget import BudgetPlan, plan_for_budget
 from edge_sdk.training.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from edge_sdk.training.data import TrainingData, iter_images
@@ -343,8 +344,21 @@ def export_fit(
     return TrainResult(bundle=bundle, record=record)
 
 
-# Good images that calibrate the int8 variant and feed its parity gate.
+# Good images that calibrate the int8 variant and feed its parity gate; a tiled bundle's
+# gate runs every tile of a part through both graphs, so it takes no more images than
+# INT8_GATE_TILES tiles hold (and at least MIN_INT8_PARTS).
 INT8_IMAGES = 64
+INT8_GATE_TILES = 512
+MIN_INT8_PARTS = 8
+
+
+def int8_images(tiles_per_image: int) -> int:
+    """How many training images calibrate and gate the int8 variant.
+
+    >>> int8_images(1), int8_images(9), int8_images(30), int8_images(200)
+    (64, 56, 17, 8)
+    """
+    return max(MIN_INT8_PARTS, min(INT8_IMAGES, INT8_GATE_TILES // max(1, tiles_per_image)))
 
 
 def _add_int8(bundle: Path, train_files: Sequence[Path]) -> str:
@@ -354,8 +368,14 @@ def _add_int8(bundle: Path, train_files: Sequence[Path]) -> str:
     leaves the float32 bundle as it is; says which."""
     from edge_sdk.runtime.variants import ParityError, add_variant
 
-    step = max(1, len(train_files) // INT8_IMAGES)
-    images = list(iter_images(train_files[::step][:INT8_IMAGES]))
+    tiles = 1
+    tiling = Bundle.open(bundle).manifest.model.input.tiling
+    if tiling is not None and train_files:
+        first = next(iter_images(train_files[:1]))
+        tiles = sum(len(p.tiles) for p in plan_regions(tiling, first.shape))
+    count = int8_images(tiles)
+    step = max(1, len(train_files) // count)
+    images = list(iter_images(train_files[::step][:count]))
     staging = bundle.with_name(f".{bundle.name}.fp32")
     bundle.rename(staging)
     try:
