@@ -8,6 +8,11 @@ the untiled bundle, with the load average before and after.
 
     python benchmarks/tiled_latency.py                        # random-weight EfficientAD-S
     python benchmarks/tiled_latency.py --bundle B --frame 2448x2048 --scales 0.25,0.5,1
+    python benchmarks/tiled_latency.py --int8 --threads 1   # and each bundle's int8 variant
+
+With ``--int8`` each bundle also gets its int8 variant (calibrated on tiles of the frame;
+the random frame is not a part, so its parity is not a result) timed without the float32
+recheck.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ def main() -> int:
     parser.add_argument("--scales", default="0.25,0.5")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--int8", action="store_true", help="time int8 variants too")
     parser.add_argument("--out", default=str(RESULTS / "tiled_latency.json"))
     args = parser.parse_args()
     width, height = (int(v) for v in args.frame.lower().split("x"))
@@ -70,6 +76,15 @@ def main() -> int:
             name: Inspector.open(path, device="cpu", variant="fp32", threads=args.threads)
             for name, path in bundles.items()
         }
+        if args.int8:
+            from edge_sdk.runtime.variants import add_variant
+
+            for name, path in bundles.items():
+                out = folder / f"{path.stem}.int8.bundle"
+                add_variant(path, out, kind="int8", good=[frame, frame[::-1]], allow_flips=True)
+                inspectors[f"{name} int8"] = Inspector.open(
+                    out, device="cpu", variant="int8", threads=args.threads, recheck=False
+                )
         for inspector in inspectors.values():
             inspector.inspect(frame)  # warm-up: every batch size the frame needs
         times: dict[str, list[float]] = {name: [] for name in inspectors}
@@ -97,8 +112,8 @@ def main() -> int:
             )
     cpu = cpu_info()
     report = {
-        "what": "Inspector.inspect per part, float32 graph, the same graph tiled and untiled, "
-        "interleaved rounds",
+        "what": "Inspector.inspect per part, float32 graph (and its int8 variant with --int8), "
+        "the same graph tiled and untiled, interleaved rounds",
         "frame": f"{width}x{height} mono8",
         "rounds": args.rounds,
         "threads": args.threads,
@@ -109,7 +124,7 @@ def main() -> int:
     }
     for row in rows:
         print(
-            f"{row['bundle']:<14} {row['tiles_per_part']:>4} tiles  {row['median_ms']:>8.1f} ms "
+            f"{row['bundle']:<19} {row['tiles_per_part']:>4} tiles  {row['median_ms']:>8.1f} ms "
             f"(p90 {row['p90_ms']:.1f})  x{row['x_untiled']:.2f} untiled  "
             f"{row['ms_per_tile']:.1f} ms/tile"
         )
