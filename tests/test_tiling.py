@@ -210,6 +210,35 @@ def test_a_layout_is_suggested_from_the_images_and_the_smallest_defect() -> None
         suggest_tiling([(100, 100)], min_defect_px=0.5)
 
 
+def test_train_says_what_squeezing_loses_on_large_or_long_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import cv2
+
+    from edge_sdk.training.commands import _print_squeeze_note
+    from edge_sdk.training.layout_choice import squeeze_note
+
+    # Long commutators: both the scale and the aspect ratio are named.
+    note = squeeze_note([(1250, 500), (1240, 510)])
+    assert note is not None and "aspect 2.5:1 lost" in note and "under about 39 px" in note
+    # A large square frame: only the scale (2048 / 256 = 8 image px a model px).
+    note = squeeze_note([(2048, 2048)])
+    assert note is not None and "aspect" not in note and "under about 64 px" in note
+    # A long strip that is small: the aspect ratio alone.
+    note = squeeze_note([(100, 300)])
+    assert note is not None and "aspect 3:1 lost" in note
+    assert squeeze_note([(300, 280)]) is None and squeeze_note([]) is None
+    # The command reads the folder's images; an unreadable folder is left to training.
+    folder = tmp_path / "good"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((1200, 480), 90 + i, np.uint8))
+    _print_squeeze_note(folder)
+    assert "a 480x1200 image is squeezed to 256x256 px" in capsys.readouterr().err
+    _print_squeeze_note(tmp_path / "missing")
+    assert capsys.readouterr().err == ""
+
+
 def test_the_line_checks_its_deadline_against_a_whole_tiled_part(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

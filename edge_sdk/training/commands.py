@@ -332,6 +332,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         except (EdgeADError, ValueError) as exc:
             print(f"edge-ad train: error: {exc}", file=sys.stderr)
             return EXIT_FAILED
+    if args.tiling is None and args.min_defect_px is None:
+        _print_squeeze_note(Path(args.data))
     if args.lr is not None:  # else the recipe's LEARNING_RATE
         config = dataclasses.replace(config, lr=args.lr)
     if args.resize is not None:  # else the recipe's INPUT_RESIZE
@@ -402,6 +404,27 @@ def _suggested_tiling(data: Path, min_defect_px: float) -> Any:
     choice = suggest_tiling(sizes, min_defect_px=min_defect_px)
     print(f"edge-ad train: {choice.message}", file=sys.stderr)
     return choice.tiling
+
+
+SIZE_SAMPLE = 16  # images read for the squeeze note: a spread, not the whole set
+
+
+def _print_squeeze_note(data: Path) -> None:
+    """Say what squeezing costs on these images, where it costs much. Silent when the
+    folder cannot be read: training itself then says what is wrong."""
+    from edge_sdk.images import read_image
+    from edge_sdk.training.data import find_good_images
+    from edge_sdk.training.layout_choice import squeeze_note
+
+    try:
+        files = find_good_images(data).files
+        step = max(1, len(files) // SIZE_SAMPLE)
+        sizes = [read_image(path).shape[:2] for path in files[::step][:SIZE_SAMPLE]]
+    except (EdgeADError, OSError):
+        return
+    note = squeeze_note(sizes)
+    if note is not None:
+        print(f"edge-ad train: {note}", file=sys.stderr)
 
 
 def part_latency(bundle: Path, held_out: list[str], config: Any, runs: int = 3) -> str:

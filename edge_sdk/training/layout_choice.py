@@ -15,6 +15,16 @@ enough, no tiling is suggested.
 True
 >>> suggest_tiling([(324, 270), (300, 103)], min_defect_px=8).tiling.grid
 TileGrid(size=256, overlap=32, scale=1.0, enlarge_small=True)
+
+Without a tiling, :func:`squeeze_note` says what squeezing costs where it costs much:
+
+>>> print(squeeze_note([(1250, 500)] * 3))
+untiled: a 500x1250 image is squeezed to 256x256 px (aspect 2.5:1 lost), 4.9 image px to \
+a model px along its longer side, so a defect under about 39 px is averaged into its \
+neighbours; --min-defect-px N tiles at the scale that shows an N px defect (--tiling 1.0: \
+native resolution)
+>>> squeeze_note([(300, 280)]) is None
+True
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ from edge_sdk.runtime.tiling import MAP_CELL, TileGrid, Tiling, plan_regions
 
 MIN_DEFECT_CELLS = 2
 MAX_SCALE = 8.0
+SQUEEZE_NOTE_SCALE = 0.5  # below it (a defect under 16 px unseen), train says so
+SQUEEZE_NOTE_ASPECT = 2.0  # or a longer side over twice the shorter
 
 
 @dataclass(frozen=True)
@@ -77,4 +89,27 @@ def suggest_tiling(
         f"{seen} is {min_defect_px * untiled:.1f} model px in a {width}x{height} image "
         f"squeezed to {size} px, under the {MIN_DEFECT_CELLS * MAP_CELL} px the map "
         f"resolves: tiling at scale {scale:g} ({tiles} tiles of {size} px a part)",
+    )
+
+
+def squeeze_note(sizes: Sequence[tuple[int, int]], *, size: int = 256) -> str | None:
+    """What squeezing images of ``sizes`` (height, width) into the ``size`` px input
+    loses, when it loses much (a scale under :data:`SQUEEZE_NOTE_SCALE` along the longer
+    side, or an aspect ratio over :data:`SQUEEZE_NOTE_ASPECT`); None otherwise."""
+    if not sizes:
+        return None
+    height = int(statistics.median(h for h, _ in sizes))
+    width = int(statistics.median(w for _, w in sizes))
+    longer, shorter = max(height, width), max(1, min(height, width))
+    scale = size / longer
+    aspect = longer / shorter
+    if scale >= SQUEEZE_NOTE_SCALE and aspect <= SQUEEZE_NOTE_ASPECT:
+        return None
+    unseen = MIN_DEFECT_CELLS * MAP_CELL / scale
+    lost = f" (aspect {aspect:.2g}:1 lost)" if aspect > SQUEEZE_NOTE_ASPECT else ""
+    return (
+        f"untiled: a {width}x{height} image is squeezed to {size}x{size} px{lost}, "
+        f"{1 / scale:.2g} image px to a model px along its longer side, so a defect under "
+        f"about {unseen:.0f} px is averaged into its neighbours; --min-defect-px N tiles at "
+        f"the scale that shows an N px defect (--tiling 1.0: native resolution)"
     )
