@@ -50,6 +50,11 @@ class TilingChoice:
     message: str
 
 
+def median_size(sizes: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """The median height and the median width of ``sizes`` (height, width)."""
+    return int(statistics.median(h for h, _ in sizes)), int(statistics.median(w for _, w in sizes))
+
+
 def suggest_tiling(
     sizes: Sequence[tuple[int, int]], *, min_defect_px: float, size: int = 256, overlap: int = 32
 ) -> TilingChoice:
@@ -57,8 +62,7 @@ def suggest_tiling(
     width), or None where the squeezed image shows it already."""
     if min_defect_px <= 0 or not sizes:
         raise ValueError("the smallest defect and the image sizes must be given")
-    height = int(statistics.median(h for h, _ in sizes))
-    width = int(statistics.median(w for _, w in sizes))
+    height, width = median_size(sizes)
     untiled = round(size / max(height, width), 3)
     needed = MIN_DEFECT_CELLS * MAP_CELL / min_defect_px
     seen = f"a {min_defect_px:g} px defect"
@@ -98,8 +102,7 @@ def squeeze_note(sizes: Sequence[tuple[int, int]], *, size: int = 256) -> str | 
     side, or an aspect ratio over :data:`SQUEEZE_NOTE_ASPECT`); None otherwise."""
     if not sizes:
         return None
-    height = int(statistics.median(h for h, _ in sizes))
-    width = int(statistics.median(w for _, w in sizes))
+    height, width = median_size(sizes)
     longer, shorter = max(height, width), max(1, min(height, width))
     scale = size / longer
     aspect = longer / shorter
