@@ -114,16 +114,18 @@ def main() -> int:
     bundle = Bundle.open(args.bundle)
     pad = bundle.manifest.normalization.pad
 
-    def maps(paths: list[Path]) -> list[np.ndarray]:
+    def maps(groups: dict[str, list[Path]]) -> dict[str, list[np.ndarray]]:
         with Inspector.open(
             bundle, device="cpu", variant="fp32", recheck=False, threads=args.threads
         ) as inspector:
-            out = []
-            for path in paths:
-                result = inspector.inspect(read_image(path))
-                if result.anomaly_map is None:
-                    raise SystemExit(f"{path}: no map ({result.error})")
-                out.append(result.anomaly_map.astype(np.float32))
+            out: dict[str, list[np.ndarray]] = {}
+            for group, paths in groups.items():
+                out[group] = []
+                for path in paths:
+                    result = inspector.inspect(read_image(path))
+                    if result.anomaly_map is None:
+                        raise SystemExit(f"{path}: no map ({result.error})")
+                    out[group].append(result.anomaly_map.astype(np.float32))
             return out
 
     started = time.perf_counter()
@@ -141,7 +143,7 @@ def main() -> int:
         if any(len(found[k]) != len(paths[k]) for k in paths):
             raise SystemExit(f"{cache}: its maps are of other images; delete it to rescore")
     else:
-        found = {k: maps(v) for k, v in paths.items()}
+        found = maps(paths)
         if cache is not None:
             np.savez_compressed(cache, **{k: _ragged(v) for k, v in found.items()})
     scoring_s = time.perf_counter() - started
