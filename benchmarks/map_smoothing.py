@@ -40,7 +40,6 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 SIGMAS = (0.0, 0.5, 1.0, 2.0, 4.0)
 BORDERS = (1, 2, 4)
-QUANTILES = (0.9, 0.995)  # the reference's q_a and q_b
 
 
 def smoothed_score(anomaly_map: np.ndarray, sigma: float) -> float:
@@ -68,11 +67,13 @@ class RingScale:
     where it lowers a value, so the border can never reject more than before."""
 
     def __init__(self, maps: list[np.ndarray], width: int) -> None:
+        from edge_sdk.calibration.quantiles import Q_A, Q_B
+
         self.width = width
         ring = np.concatenate([m[border_mask(m.shape, width)] for m in maps])
         inner = np.concatenate([m[~border_mask(m.shape, width)] for m in maps])
-        self.ring_q = np.quantile(ring, QUANTILES)
-        self.inner_q = np.quantile(inner, QUANTILES)
+        self.ring_q = np.quantile(ring, (Q_A, Q_B))
+        self.inner_q = np.quantile(inner, (Q_A, Q_B))
 
     def score(self, anomaly_map: np.ndarray) -> float:
         ring = border_mask(anomaly_map.shape, self.width)
@@ -95,6 +96,7 @@ def main() -> int:
     from edge_sdk.calibration.quantiles import split_indices
     from edge_sdk.calibration.thresholds import choose_threshold, outcome
     from edge_sdk.evaluation.dataset import find_test_set, read_image
+    from edge_sdk.runtime.bundle import file_sha256
     from edge_sdk.statistics import auroc
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -137,15 +139,19 @@ def main() -> int:
         "defective": [s.path for s in test.defective],
     }
     cache = Path(args.maps) if args.maps else None
+    # The cache holds the maps of these images through this bundle, nothing else.
+    key = [str(p) for v in paths.values() for p in v] + [file_sha256(args.bundle)]
     if cache is not None and cache.is_file():
         stored = np.load(cache, allow_pickle=True)
+        if "key" not in stored or stored["key"].tolist() != key:
+            raise SystemExit(f"{cache}: maps of another bundle or images; delete it to rescore")
         found = {k: [np.asarray(m, np.float32) for m in stored[k]] for k in paths}
-        if any(len(found[k]) != len(paths[k]) for k in paths):
-            raise SystemExit(f"{cache}: its maps are of other images; delete it to rescore")
     else:
         found = maps(paths)
         if cache is not None:
-            np.savez_compressed(cache, **{k: _ragged(v) for k, v in found.items()})
+            np.savez_compressed(
+                cache, key=np.array(key), **{k: _ragged(v) for k, v in found.items()}
+            )
     scoring_s = time.perf_counter() - started
 
     held_out = found["held_out"]
