@@ -132,6 +132,8 @@ def test_eval_on_generated_data(tmp_path: Path, tiny_bundle: Path) -> None:
         for b, g in itertools.product(bad_model, good_model)
     ]
     assert rep["image"]["auroc"] == pytest.approx(sum(pairs) / len(pairs), abs=1e-12)
+    lo, hi = rep["image"]["auroc_95ci"]
+    assert lo < rep["image"]["auroc"] <= hi <= 1.0  # 17 parts: a wide interval
     # Bright defects (250) beat every good part but the glare (255): 6 of 7 pairs each.
     assert rep["image"]["per_defect_type"]["bright"]["auroc"] == pytest.approx(6 / 7)
     assert rep["image"]["per_defect_type"]["bright"]["images"] == 3

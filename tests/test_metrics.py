@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
 
 from edge_sdk.evaluation.metrics import PixelScores, region_weights
-from edge_sdk.statistics import auroc, rate, roc_curve
+from edge_sdk.statistics import auroc, auroc_interval, rate, roc_curve
 
 
 def brute_auroc(good: list[float], bad: list[float]) -> float:
@@ -90,6 +91,37 @@ def test_auroc_matches_pairs_with_many_ties() -> None:
     good = rng.integers(0, 6, 40).astype(float).tolist()
     bad = rng.integers(2, 9, 25).astype(float).tolist()
     assert auroc(good, bad) == pytest.approx(brute_auroc(good, bad), abs=1e-12)
+
+
+def test_auroc_interval_is_delong_from_every_pair() -> None:
+    # DeLong's structural components from the pair matrix itself, ties counting one half.
+    rng = np.random.default_rng(3)
+    good = rng.integers(0, 8, 30) / 8
+    bad = rng.integers(2, 10, 20) / 8
+    pair = (bad[:, None] > good[None, :]) + 0.5 * (bad[:, None] == good[None, :])
+    variance = pair.mean(1).var(ddof=1) / bad.size + pair.mean(0).var(ddof=1) / good.size
+    half = 1.96 * math.sqrt(variance)
+    interval = auroc_interval(good, bad)
+    assert interval is not None
+    assert interval == pytest.approx((pair.mean() - half, pair.mean() + half), abs=1e-12)
+
+
+def test_auroc_interval_covers_the_true_area() -> None:
+    # Scores N(0,1) for good and N(1,1) for defective parts: AUROC = Phi(1 / sqrt 2).
+    true = 0.5 * (1 + math.erf(0.5))
+    rng = np.random.default_rng(0)
+    covered = []
+    for _ in range(400):
+        interval = auroc_interval(rng.normal(0, 1, 60), rng.normal(1, 1, 40))
+        assert interval is not None
+        covered.append(interval[0] <= true <= interval[1])
+    assert 0.91 <= np.mean(covered) <= 0.98
+
+
+def test_auroc_interval_edges() -> None:
+    assert auroc_interval([0.1], [0.5, 0.6]) is None  # no variance from one part
+    assert auroc_interval([0.1, 0.2], [0.5, 0.6]) == (1.0, 1.0)  # separated: pROC's zero width
+    assert auroc_interval([0.1, float("nan")], [0.5, 0.6]) is not None  # NaN is a reject
 
 
 def test_roc_curve_area_equals_auroc_with_ties() -> None:

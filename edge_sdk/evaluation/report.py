@@ -29,7 +29,7 @@ from edge_sdk.records import Result, Verdict
 from edge_sdk.runtime.engine import Device
 from edge_sdk.runtime.inspector import Inspector
 from edge_sdk.runtime.manifest import ThresholdPolicy
-from edge_sdk.statistics import auroc, rate
+from edge_sdk.statistics import auroc, auroc_interval, rate
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,10 @@ def _round(value: float | None, digits: int = 6) -> float | None:
     if value is None or not math.isfinite(value):
         return None
     return round(value, digits)
+
+
+def _rounded(interval: tuple[float, float] | None) -> list[float] | None:
+    return None if interval is None else [round(interval[0], 6), round(interval[1], 6)]
 
 
 def evaluate(
@@ -112,14 +116,16 @@ def evaluate(
     errors = [s for s in scored if s.result.verdict is Verdict.ERROR]
     threshold = inspector.image_threshold
 
-    image_metrics: dict[str, Any] = {"auroc": None, "per_defect_type": {}}
+    image_metrics: dict[str, Any] = {"auroc": None, "auroc_95ci": None, "per_defect_type": {}}
     if good and bad:
         image_metrics["auroc"] = auroc(good_scores, bad_scores)
+        image_metrics["auroc_95ci"] = _rounded(auroc_interval(good_scores, bad_scores))
         for defect_type in test_set.defect_types:
             of_type = np.array([s.score for s in bad if s.sample.defect_type == defect_type])
             image_metrics["per_defect_type"][defect_type] = {
                 "images": int(of_type.size),
                 "auroc": auroc(good_scores, of_type),
+                "auroc_95ci": _rounded(auroc_interval(good_scores, of_type)),
             }
     else:
         notes.append(
@@ -316,6 +322,10 @@ def format_summary(report: dict[str, Any]) -> str:
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:.2f} %"
 
+    def interval(bounds: list[float] | None) -> str:
+        # Over the test parts that could have been drawn (DeLong), not over training runs.
+        return "" if bounds is None else f" (95 % CI {pct(bounds[0])} to {pct(bounds[1])})"
+
     def ci(r: dict[str, Any]) -> str:
         if r["rate"] is None:
             return "-"
@@ -328,10 +338,13 @@ def format_summary(report: dict[str, Any]) -> str:
         f"threshold {b['threshold']['image']:.6g} ({b['threshold']['policy']})",
         f"data   {d['path']}: {d['good_images']} good, {d['defective_images']} defective "
         f"({', '.join(f'{k} {v}' for k, v in d['defect_types'].items()) or 'none'})",
-        f"image AUROC      {pct(img['auroc'])}",
+        f"image AUROC      {pct(img['auroc'])}{interval(img.get('auroc_95ci'))}",
     ]
     for defect_type, entry in img["per_defect_type"].items():
-        lines.append(f"  {defect_type:<15}{pct(entry['auroc'])}  ({entry['images']} images)")
+        lines.append(
+            f"  {defect_type:<15}{pct(entry['auroc'])}{interval(entry.get('auroc_95ci'))}  "
+            f"({entry['images']} images)"
+        )
     pixel = report["pixel"]
     if pixel is not None:
         lines.append(f"pixel AUROC      {pct(pixel['auroc'])}")
