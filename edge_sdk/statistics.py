@@ -77,6 +77,23 @@ def auroc(
     return mann_whitney_u(good, bad) / (good.size * bad.size)
 
 
+def _delong_components(
+    good_scores: Sequence[float] | np.ndarray, bad_scores: Sequence[float] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """DeLong's structural components, in the parts' own order: per defective part the share
+    of good parts it outscores, per good part the share of defective parts above it (ties
+    one half). Each averages to the AUROC."""
+    good, bad = _as_scores(good_scores), _as_scores(bad_scores)
+
+    def below(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
+        ordered = np.sort(reference)
+        left = np.searchsorted(ordered, values, side="left")
+        right = np.searchsorted(ordered, values, side="right")
+        return (left + right) / (2.0 * ordered.size)
+
+    return below(good, bad), 1.0 - below(bad, good)
+
+
 def auroc_interval(
     good_scores: Sequence[float] | np.ndarray,
     bad_scores: Sequence[float] | np.ndarray,
@@ -96,23 +113,50 @@ def auroc_interval(
     >>> round(lo, 3), round(hi, 3)
     (0.592, 1.0)
     """
-    good = np.sort(_as_scores(good_scores))
-    bad = np.sort(_as_scores(bad_scores))
-    if good.size < 2 or bad.size < 2:
+    if len(good_scores) < 2 or len(bad_scores) < 2:
         return None
-
-    def beaten(sorted_ref: np.ndarray, values: np.ndarray) -> np.ndarray:
-        # per value: share of sorted_ref strictly below it, ties counting one half
-        left = np.searchsorted(sorted_ref, values, side="left")
-        right = np.searchsorted(sorted_ref, values, side="right")
-        return (left + right) / (2.0 * sorted_ref.size)
-
-    v10 = beaten(good, bad)  # per defective part: the good parts it outscores
-    v01 = 1.0 - beaten(bad, good)  # per good part: the defective parts above it
+    v10, v01 = _delong_components(good_scores, bad_scores)
     area = float(v10.mean())
-    variance = float(np.var(v10, ddof=1) / bad.size + np.var(v01, ddof=1) / good.size)
+    variance = float(np.var(v10, ddof=1) / v10.size + np.var(v01, ddof=1) / v01.size)
     half = z * math.sqrt(max(variance, 0.0))
     return max(0.0, area - half), min(1.0, area + half)
+
+
+def auroc_difference(
+    good_a: Sequence[float] | np.ndarray,
+    bad_a: Sequence[float] | np.ndarray,
+    good_b: Sequence[float] | np.ndarray,
+    bad_b: Sequence[float] | np.ndarray,
+    *,
+    z: float = 1.96,
+) -> dict[str, float]:
+    """AUROC(a) - AUROC(b) with its 95 % interval and two-sided p-value, for two scorings of
+    the same parts in the same order (two bundles or two readings on one test set): DeLong's
+    paired test. What both get right or wrong together cancels, so the interval is far
+    narrower than the two AUROCs' own intervals suggest.
+
+    >>> d = auroc_difference([0.1, 0.2, 0.3], [0.4, 0.5, 0.25], [0.1, 0.2, 0.3], [0.4, 0.5, 0.35])
+    >>> round(d["difference"], 4), d["p_value"] < 0.05
+    (-0.1111, False)
+    """
+    sizes = {len(good_a), len(good_b)}, {len(bad_a), len(bad_b)}
+    if len(sizes[0]) != 1 or len(sizes[1]) != 1:
+        raise ValueError("auroc_difference: a and b must score the same parts")
+    if len(good_a) < 2 or len(bad_a) < 2:
+        raise ValueError("auroc_difference: needs at least two parts of each class")
+    a10, a01 = _delong_components(good_a, bad_a)
+    b10, b01 = _delong_components(good_b, bad_b)
+    d10, d01 = a10 - b10, a01 - b01
+    difference = float(d10.mean())
+    variance = float(np.var(d10, ddof=1) / d10.size + np.var(d01, ddof=1) / d01.size)
+    se = math.sqrt(max(variance, 0.0))
+    p_value = 1.0 if se == 0 else math.erfc(abs(difference) / se / math.sqrt(2))
+    return {
+        "difference": difference,
+        "ci_low": difference - z * se,
+        "ci_high": difference + z * se,
+        "p_value": p_value,
+    }
 
 
 @dataclass(frozen=True)
@@ -168,6 +212,7 @@ __all__ = [
     "CHUNK",
     "RocCurve",
     "auroc",
+    "auroc_difference",
     "auroc_interval",
     "mann_whitney_u",
     "rate",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_sdk.evaluation.metrics import PixelScores, region_weights
-from edge_sdk.statistics import auroc, auroc_interval, rate, roc_curve
+from edge_sdk.statistics import auroc, auroc_difference, auroc_interval, rate, roc_curve
 
 
 def brute_auroc(good: list[float], bad: list[float]) -> float:
@@ -116,6 +116,44 @@ def test_auroc_interval_covers_the_true_area() -> None:
         assert interval is not None
         covered.append(interval[0] <= true <= interval[1])
     assert 0.91 <= np.mean(covered) <= 0.98
+
+
+def test_auroc_difference_is_paired_delong_from_every_pair() -> None:
+    rng = np.random.default_rng(4)
+    latent_good, latent_bad = rng.normal(0, 1, 40), rng.normal(1, 1, 25)
+    a = latent_good + rng.normal(0, 0.5, 40), latent_bad + rng.normal(0, 0.5, 25)
+    b = np.round(latent_good + rng.normal(0, 0.8, 40), 1), latent_bad + rng.normal(0, 0.8, 25)
+
+    def pairs(good: np.ndarray, bad: np.ndarray) -> np.ndarray:
+        return (bad[:, None] > good[None, :]) + 0.5 * (bad[:, None] == good[None, :])
+
+    diff = pairs(*a) - pairs(*b)
+    variance = diff.mean(1).var(ddof=1) / 25 + diff.mean(0).var(ddof=1) / 40
+    got = auroc_difference(a[0], a[1], b[0], b[1])
+    assert got["difference"] == pytest.approx(auroc(*a) - auroc(*b), abs=1e-12)
+    half = 1.96 * math.sqrt(variance)
+    assert got["ci_low"] == pytest.approx(diff.mean() - half, abs=1e-12)
+    assert got["ci_high"] == pytest.approx(diff.mean() + half, abs=1e-12)
+    same = auroc_difference(a[0], a[1], a[0], a[1])
+    assert same["difference"] == 0.0 and same["p_value"] == 1.0
+    with pytest.raises(ValueError, match="same parts"):
+        auroc_difference(a[0], a[1], b[0][:-1], b[1])
+
+
+def test_auroc_difference_rejects_equal_scorings_at_its_level() -> None:
+    # Two scorings as good as each other: p < 0.05 about 5 % of the time; a better one often.
+    rng = np.random.default_rng(5)
+    equal, better = [], []
+    for _ in range(300):
+        good, bad = rng.normal(0, 1, 120), rng.normal(1, 1, 80)
+        noise = [rng.normal(0, 1.0, n) for n in (120, 80, 120, 80)]
+        a = (good + noise[0], bad + noise[1])
+        b = (good + noise[2], bad + noise[3])
+        equal.append(auroc_difference(*a, *b)["p_value"] < 0.05)
+        sharp = (good + 0.1 * noise[2], bad + 0.1 * noise[3])
+        better.append(auroc_difference(*sharp, *a)["p_value"] < 0.05)
+    assert 0.02 <= np.mean(equal) <= 0.09
+    assert np.mean(better) > 0.4
 
 
 def test_auroc_interval_edges() -> None:
