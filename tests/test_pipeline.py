@@ -166,6 +166,38 @@ def test_stop_mid_burst_fails_safe_and_never_hangs(s_bundle: Path, tmp_path: Pat
     assert all(i.result.verdict is Verdict.ERROR for i in failsafe)
 
 
+def test_stop_fails_queued_frames_safe_when_inspection_outlives_it(
+    tiny: Inspector, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A CPU starved by other work: one inspection takes longer than the whole stop may.
+    # close() must still hand every queued frame a verdict before the sinks close.
+    class Starved:
+        def __init__(self, inner: Inspector) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.inner, name)
+
+        def inspect_frame(self, frame: object) -> object:
+            time.sleep(3.0)
+            return self.inner.inspect_frame(frame)  # type: ignore[arg-type]
+
+    sink = Collect()
+    options = PipelineOptions(
+        deadline_ms=60_000, drain_timeout_s=0.0, read_timeout_s=0.1, queue_size=50
+    )
+    source = FolderSource(parts(tmp_path / "in", 10), loop=True, rate_hz=100)
+    pipeline = Pipeline(source, Starved(tiny), [sink], options)  # type: ignore[arg-type]
+    pipeline.start()
+    time.sleep(0.5)
+    pipeline.close()  # the stop's limit here is 2.1 s: inside the first inspection
+    snap = pipeline.snapshot()
+    assert snap.frames > 5 and snap.shutdown_failsafe >= snap.frames - 2
+    assert len(sink.items) >= snap.frames - 1  # all but the one still being inspected
+    assert all(i.result.verdict is Verdict.ERROR for i in sink.items)
+    assert "queued frames failed safe" in caplog.text
+
+
 def test_sinks_drain_at_once_at_stop_and_count_what_is_left(
     tiny: Inspector, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -133,6 +133,14 @@ class Pipeline:
         limit = self.options.drain_timeout_s + self.options.read_timeout_s + 2.0
         for thread in self._threads:
             thread.join(timeout=limit)
+        stranded = self._fail_queued()
+        if stranded:
+            log.warning(
+                "stopping: inspection ran past %.1f s (a starved CPU?); %d queued frames "
+                "failed safe; the frame being inspected may finish after the sinks close",
+                limit,
+                stranded,
+            )
         waiting = {
             name: h["queue_depth"]
             for name, h in self.snapshot().sinks.items()
@@ -155,6 +163,21 @@ class Pipeline:
         for closer in closers:
             closer.join(self.options.sink_close_timeout_s + 1.0)
         self.source.close()
+
+    def _fail_queued(self) -> int:
+        """Fail safe every frame still queued. Empty unless the inspection thread outlived
+        the stop's time limit: the process may exit next, and no acquired frame may leave
+        without a verdict."""
+        failed = 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return failed
+            with self._lock:
+                self._stats.shutdown_failsafe += 1
+            self._fail(item, "shutting down before this frame could be inspected")
+            failed += 1
 
     def _close_sink(self, sink: ResultSink) -> None:
         try:
