@@ -174,10 +174,13 @@ class Pipeline:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return failed
-            with self._lock:
-                self._stats.shutdown_failsafe += 1
-            self._fail(item, "shutting down before this frame could be inspected")
+            self._fail_at_shutdown(item)
             failed += 1
+
+    def _fail_at_shutdown(self, item: _Queued) -> None:
+        with self._lock:
+            self._stats.shutdown_failsafe += 1
+        self._fail(item, "shutting down before this frame could be inspected")
 
     def _close_sink(self, sink: ResultSink) -> None:
         try:
@@ -283,9 +286,7 @@ class Pipeline:
                         return
                     continue
                 if drain_until is not None and time.monotonic() > drain_until:
-                    with self._lock:
-                        self._stats.shutdown_failsafe += 1
-                    self._fail(item, "shutting down before this frame could be inspected")
+                    self._fail_at_shutdown(item)
                     continue
                 try:
                     self._inspect(item)
