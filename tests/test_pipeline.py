@@ -192,10 +192,20 @@ def test_stop_fails_queued_frames_safe_when_inspection_outlives_it(
     time.sleep(0.5)
     pipeline.close()  # the stop's limit here is 2.1 s: inside the first inspection
     snap = pipeline.snapshot()
-    assert snap.frames > 5 and snap.shutdown_failsafe >= snap.frames - 2
-    assert len(sink.items) >= snap.frames - 1  # all but the one still being inspected
+    assert snap.frames > 5 and snap.shutdown_failsafe == snap.frames
+    # Every frame has its verdict when close() returns, the one being inspected included.
+    ids = sorted(i.result.frame_id for i in sink.items)
+    assert ids == list(range(snap.frames))
     assert all(i.result.verdict is Verdict.ERROR for i in sink.items)
-    assert "queued frames failed safe" in caplog.text
+    assert "and the one being inspected" in caplog.text
+    first = next(i for i in sink.items if i.result.frame_id == 0)
+    assert "inspection ran past the stop's time limit" in (first.result.error or "")
+    # The abandoned inspection finishes later: its verdict must not make a second one.
+    deadline = time.monotonic() + 10
+    while "came after the stop had failed it safe" not in caplog.text:
+        assert time.monotonic() < deadline, "the late verdict was never seen"
+        time.sleep(0.1)
+    assert len(sink.items) == snap.frames
 
 
 def test_sinks_drain_at_once_at_stop_and_count_what_is_left(

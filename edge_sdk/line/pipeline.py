@@ -101,6 +101,11 @@ class Pipeline:
         self._threads: list[threading.Thread] = []
         self._last_progress = time.monotonic()
         self._latest: Inspection | None = None
+        # The frame being inspected, and the one close() failed safe while it was (whose
+        # late verdict is dropped). _delivering makes each frame's verdict go out once.
+        self._in_flight: _Queued | None = None
+        self._abandoned: _Queued | None = None
+        self._delivering = threading.RLock()
         self._started_at = 0.0
         self.source_error: str | None = None
         self.run_id = new_run_id()
@@ -133,13 +138,14 @@ class Pipeline:
         limit = self.options.drain_timeout_s + self.options.read_timeout_s + 2.0
         for thread in self._threads:
             thread.join(timeout=limit)
-        stranded = self._fail_queued()
-        if stranded:
+        abandoned, queued = self._fail_abandoned(), self._fail_queued()
+        if abandoned or queued:
             log.warning(
-                "stopping: inspection ran past %.1f s (a starved CPU?); %d queued frames "
-                "failed safe; the frame being inspected may finish after the sinks close",
+                "stopping: inspection ran past %.1f s (a starved CPU?); failed safe: %d "
+                "queued frames%s",
                 limit,
-                stranded,
+                queued,
+                " and the one being inspected" if abandoned else "",
             )
         waiting = {
             name: h["queue_depth"]
@@ -164,6 +170,18 @@ class Pipeline:
             closer.join(self.options.sink_close_timeout_s + 1.0)
         self.source.close()
 
+    def _fail_abandoned(self) -> bool:
+        """Fail safe the frame still being inspected after the stop's time limit: its
+        verdict would come after the sinks close, or never if the process exits first."""
+        with self._delivering:  # the inspection's own verdict waits, then is dropped
+            with self._lock:
+                item, self._in_flight = self._in_flight, None
+            if item is None:
+                return False
+            self._fail_at_shutdown(item, "after inspection ran past the stop's time limit")
+            self._abandoned = item
+        return True
+
     def _fail_queued(self) -> int:
         """Fail safe every frame still queued. Empty unless the inspection thread outlived
         the stop's time limit: the process may exit next, and no acquired frame may leave
@@ -177,10 +195,12 @@ class Pipeline:
             self._fail_at_shutdown(item)
             failed += 1
 
-    def _fail_at_shutdown(self, item: _Queued) -> None:
+    def _fail_at_shutdown(
+        self, item: _Queued, why: str = "before this frame could be inspected"
+    ) -> None:
         with self._lock:
             self._stats.shutdown_failsafe += 1
-        self._fail(item, "shutting down before this frame could be inspected")
+        self._fail(item, f"shutting down {why}")
 
     def _close_sink(self, sink: ResultSink) -> None:
         try:
@@ -288,6 +308,8 @@ class Pipeline:
                 if drain_until is not None and time.monotonic() > drain_until:
                     self._fail_at_shutdown(item)
                     continue
+                with self._lock:
+                    self._in_flight = item
                 try:
                     self._inspect(item)
                 except Exception as exc:  # a bug must not lose the part: fail it safe
@@ -355,11 +377,26 @@ class Pipeline:
             run_id=self.run_id,
         )
         t0 = time.monotonic_ns()
-        for sink in self.sinks:
-            try:
-                sink.submit(inspection)
-            except Exception:  # submit must not raise; if it does, the others still get it
-                log.exception("sink %s refused a result", getattr(sink, "name", sink))
+        with self._delivering:
+            with self._lock:
+                if item is self._abandoned:
+                    late = result.verdict.value
+                else:
+                    late = None
+                    if item is self._in_flight:
+                        self._in_flight = None
+            if late is not None:
+                log.warning(
+                    "frame %s: its verdict (%s) came after the stop had failed it safe; dropped",
+                    item.frame.frame_id,
+                    late,
+                )
+                return
+            for sink in self.sinks:
+                try:
+                    sink.submit(inspection)
+                except Exception:  # submit must not raise; if it does, the others get it
+                    log.exception("sink %s refused a result", getattr(sink, "name", sink))
         t1 = time.monotonic_ns()
         lat = result.latency
         with self._lock:
