@@ -7,6 +7,11 @@ ones are forks of that run, weight for weight those of separate runs
 `edge-ad train` would, then evaluated in float32 on the set's test split. Rows are written
 to the results file as they come, so an interrupted run keeps what it measured.
 
+Each run checkpoints to ``OUT/<set>_<teacher>.ckpt`` every ``--checkpoint-every`` steps.
+The same command with ``--resume`` continues every run from there and keeps the rows
+already in the results file: 10,000 steps take about 15 hours on a 2-core CPU without
+AMX, more than one working session.
+
     python benchmarks/budget_curve.py --data ../shared/data/magnetic_tile \\
         --data ../shared/data/kolektorsdd --teacher default --teacher random \\
         --penalty ../shared/data/natural --milestones 1000,3000,10000 --out runs/budget
@@ -47,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from edge_sdk.evaluation.report import evaluate_bundle
+    from edge_sdk.training.checkpoint import checkpoint_path
     from edge_sdk.training.milestones import fit_milestones
     from edge_sdk.training.recipe import TrainConfig
     from edge_sdk.training.train import export_fit
@@ -63,12 +69,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-threads", type=int, default=0)
     parser.add_argument("--out", required=True, help="folder for the bundles and reports")
     parser.add_argument("--results", default=str(RESULTS / "budget_curve.json"))
+    parser.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the runs and rows of an earlier start"
+    )
     args = parser.parse_args(argv)
 
     milestones = sorted({int(m) for m in args.milestones.split(",")})
     out = Path(args.out).expanduser().absolute()
     out.mkdir(parents=True, exist_ok=True)
     results = Path(args.results)
+    checkpoints = sorted(out.glob("*.ckpt"))
+    if checkpoints and not args.resume:
+        parser.error(
+            f"{out} holds checkpoints of an earlier start ({checkpoints[0].name}...): pass "
+            "--resume to continue them, or choose another --out"
+        )
     doc: dict[str, Any] = {
         "what": "EfficientAD student after N steps, models forked from one run per set and "
         "teacher (edge_sdk.training.milestones), calibrated as edge-ad train does, "
@@ -80,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_before": os.getloadavg(),
         "rows": [],
     }
+    if args.resume and results.exists():
+        earlier = json.loads(results.read_text())
+        doc["rows"] = earlier["rows"]
+        doc["load_average_before"] = earlier["load_average_before"]
+        doc["resumed"] = [*earlier.get("resumed", []), time.strftime("%Y-%m-%dT%H:%MZ")]
     for data in args.data:
         for teacher in args.teacher or ["default"]:
             label = Path(teacher).stem if teacher not in ("default", "random") else teacher
@@ -94,9 +115,23 @@ def main(argv: list[str] | None = None) -> int:
             )
             if args.lr is not None:
                 config = dataclasses.replace(config, lr=args.lr)
+            run_name = f"{Path(data).name}_{label}"
+            measured = {
+                r["steps"]
+                for r in doc["rows"]
+                if (r["data"], r["teacher"]) == (Path(data).name, label)
+            }
+            if measured >= set(milestones):
+                continue  # finished at an earlier start
             started = time.perf_counter()
-            for model in fit_milestones(config, milestones):
-                name = f"{Path(data).name}_{label}_{model.steps}"
+            run = fit_milestones(
+                config,
+                milestones,
+                checkpoint=checkpoint_path(out / f"{run_name}.ckpt"),
+                checkpoint_every=args.checkpoint_every,
+            )
+            for model in run:
+                name = f"{run_name}_{model.steps}"
                 bundle = out / f"{name}.bundle"
                 at_steps = dataclasses.replace(
                     config, out=bundle, steps=model.steps, overwrite=True
@@ -119,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
                     "device": model.device,
                     **_row(report),
                 }
+                # A model whose row was written just before an interruption comes again.
+                doc["rows"] = [
+                    r
+                    for r in doc["rows"]
+                    if (r["data"], r["teacher"], r["steps"]) != (row["data"], label, model.steps)
+                ]
                 doc["rows"].append(row)
                 doc["load_average_after"] = os.getloadavg()
                 results.parent.mkdir(parents=True, exist_ok=True)

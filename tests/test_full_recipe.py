@@ -90,3 +90,20 @@ def test_budget_curve_on_a_tiny_budget(tmp_path: Path) -> None:
     record = Bundle.open(tmp_path / "run" / "parts_random_2.bundle").manifest.training
     assert record["steps"] == 2 and record["recipe"]["steps"] == 2
     assert "parts       random      1 steps: image AUROC" in done.stdout
+    # A second start must not silently begin the checkpointed runs again...
+    again = subprocess.run(
+        [*argv, "--results", str(results)], capture_output=True, text=True, timeout=900
+    )
+    assert again.returncode == 2 and "pass --resume" in again.stderr
+    # ...and --resume gives the rows still missing from where the run stopped, not anew.
+    doc = json.loads(results.read_text())
+    doc["rows"] = doc["rows"][:1]  # stopped while the 2-step model was being evaluated
+    results.write_text(json.dumps(doc))
+    again = subprocess.run(
+        [*argv, "--results", str(results), "--resume"], capture_output=True, text=True, timeout=900
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    doc = json.loads(results.read_text())
+    assert [r["steps"] for r in doc["rows"]] == [1, 2] and len(doc["resumed"]) == 1
+    assert doc["rows"][1]["image_auroc"] == rows[1]["image_auroc"]
+    assert "1 steps" not in again.stdout  # measured before: not trained nor evaluated again

@@ -26,6 +26,7 @@ from edge_sdk.training.checkpoint import checkpoint_path, load_checkpoint, save_
 from edge_sdk.training.commands import ProgressPrinter, add_train_parser
 from edge_sdk.training.recipe import INPUT_RESIZE
 from edge_sdk.training.train import (
+    FitResult,
     Progress,
     TrainConfig,
     TrainingInterrupted,
@@ -33,7 +34,7 @@ from edge_sdk.training.train import (
     fit,
     resolve_teacher,
 )
-from edge_sdk.training.trainer import FINGERPRINT_BEFORE
+from edge_sdk.training.trainer import FINGERPRINT_BEFORE, Trainer
 
 BF16 = cpu_has_fast_bf16()
 
@@ -349,21 +350,50 @@ def test_time_budget_sets_the_steps_from_measured_steps(
     assert args.func(args) == 2
 
 
-def test_milestones_give_the_models_of_separate_runs(parts: Path, tmp_path: Path) -> None:
+def test_milestones_give_the_models_of_separate_runs_and_resume(
+    parts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from edge_sdk.training.milestones import fit_milestones
+
+    def same(a: FitResult, b: FitResult, what: str) -> None:
+        for name in ("student", "autoencoder"):
+            sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
+            for key in sa:
+                assert torch.equal(sa[key], sb[key]), f"{what}: {name}.{key}"
+        assert a.losses == b.losses, what
 
     config = _config(parts, tmp_path)
     models = list(fit_milestones(config, [4, 2]))
     assert [m.steps for m in models] == [2, 4]
     for model in models:
-        alone = fit(_config(parts, tmp_path / str(model.steps), steps=model.steps))
-        for name in ("student", "autoencoder"):
-            a, b = getattr(alone, name).state_dict(), getattr(model, name).state_dict()
-            for key in a:
-                assert torch.equal(a[key], b[key]), f"{model.steps} steps: {name}.{key}"
-        assert model.losses == alone.losses
+        same(fit(_config(parts, tmp_path / str(model.steps), steps=model.steps)), model, "alone")
     with pytest.raises(ConfigError, match="milestones"):
         next(fit_milestones(config, [0, 3]))
+
+    # benchmarks/budget_curve.py spans sessions: a run stopped anywhere continues from its
+    # last checkpoint and gives the models an unstopped run gives, none of them twice.
+    ckpt = tmp_path / "curve.ckpt"
+    run = fit_milestones(config, [2, 4], checkpoint=ckpt, checkpoint_every=1)
+    assert next(run).steps == 2
+    run.close()  # stopped while the 2-step model was being evaluated: it comes again
+    run = fit_milestones(config, [2, 4], checkpoint=ckpt, checkpoint_every=1)
+    assert next(run).steps == 2
+    step = Trainer.train_step
+
+    def killed_at_step_3(self: Trainer, *args: torch.Tensor) -> dict[str, float]:
+        if self.step == 3:
+            raise KeyboardInterrupt  # the session ends; the checkpoint of step 2 is kept
+        return step(self, *args)
+
+    monkeypatch.setattr(Trainer, "train_step", killed_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        next(run)
+    monkeypatch.setattr(Trainer, "train_step", step)
+    resumed = list(fit_milestones(config, [2, 4], checkpoint=ckpt))
+    assert [m.steps for m in resumed] == [4]
+    same(resumed[0], models[1], "resumed")
+    with pytest.raises(ConfigError, match=r"different training run.*milestones"):
+        next(fit_milestones(config, [3, 4], checkpoint=ckpt))
 
 
 def test_training_on_tiles_gives_a_tiled_bundle(

@@ -16,10 +16,12 @@ import copy
 import dataclasses
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import torch
 
 from edge_sdk.errors import ConfigError
+from edge_sdk.training.checkpoint import load_checkpoint, save_checkpoint
 from edge_sdk.training.recipe import (
     LR_DECAY_AT,
     LR_DECAY_FACTOR,
@@ -28,7 +30,7 @@ from edge_sdk.training.recipe import (
     resolve_device,
 )
 from edge_sdk.training.train import FitResult, fit_result
-from edge_sdk.training.trainer import Trainer
+from edge_sdk.training.trainer import FINGERPRINT_BEFORE, Trainer
 
 
 def decay_step(steps: int) -> int:
@@ -41,11 +43,21 @@ def decay_step(steps: int) -> int:
 
 
 def fit_milestones(
-    config: TrainConfig, milestones: Sequence[int], *, progress: ProgressCallback | None = None
+    config: TrainConfig,
+    milestones: Sequence[int],
+    *,
+    progress: ProgressCallback | None = None,
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 100,
 ) -> Iterator[FitResult]:
     """The models of ``config`` trained for each of ``milestones`` steps (ascending), one
-    at a time, from one run of ``max(milestones)`` steps. ``config.steps`` is ignored; no
-    checkpoints are written (a benchmark's run, not a user's)."""
+    at a time, from one run of ``max(milestones)`` steps. ``config.steps`` is ignored.
+
+    ``checkpoint``: a file the main run is saved to every ``checkpoint_every`` steps, at
+    each fork and before the last model, and continued from when it exists: a benchmark
+    of many hours can span sessions. The models it had given are not given again; one whose
+    consumer was interrupted is. Without it, nothing is written.
+    """
     steps = sorted(set(milestones))
     if not steps or steps[0] < 1:
         raise ConfigError(f"milestones: expected step counts of at least 1, found {milestones}")
@@ -55,18 +67,49 @@ def fit_milestones(
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices, device_type=device.type):
         run = Trainer(config, device)
+        fingerprint = {**run.fingerprint, "milestones": steps}
+        done: list[int] = []
+        main_s = 0.0  # the main run's own time: a fork's is not part of later models
+        state = None
+        if checkpoint is not None and checkpoint.exists():
+            state = load_checkpoint(checkpoint, fingerprint=fingerprint, older=FINGERPRINT_BEFORE)
+        # Also on resume: its teacher outputs are cached as in a run never stopped, so the
+        # models are the same weight for weight.
         run.measure_teacher(progress)
+        if state is not None:
+            run.restore(state)
+            done, main_s = list(state["milestones_done"]), float(state["main_s"])
         mean = run.teacher_mean.to(device).view(1, -1, 1, 1)
         std = run.teacher_std.to(device).view(1, -1, 1, 1)
-        main_s = 0.0  # the main run's own time: a fork's is not part of later models
-        for target in steps:
+
+        def save(main_s: float) -> None:
+            if checkpoint is not None:
+                state = {**run.state(), "fingerprint": fingerprint}
+                save_checkpoint(checkpoint, {**state, "milestones_done": done, "main_s": main_s})
+
+        def advance(to_step: int, t0: float) -> None:
+            while run.step < to_step:
+                next_save = (run.step // checkpoint_every + 1) * checkpoint_every
+                _advance(run, min(to_step, next_save), mean, std)
+                if run.step % checkpoint_every == 0 and run.step < to_step:
+                    save(main_s + time.perf_counter() - t0)
+
+        for target in (s for s in steps if s not in done):
+            if target != steps[-1] and run.step > decay_step(target):
+                raise ConfigError(
+                    f"{checkpoint}: the run is at step {run.step}, past the fork of the "
+                    f"{target}-step model at step {decay_step(target)}; start it again"
+                )
             t0 = time.perf_counter()
-            _advance(run, decay_step(target), mean, std)
+            advance(decay_step(target), t0)
             if target == steps[-1]:  # the run's own schedule lowers the rate here
-                _advance(run, target, mean, std)
-                yield _result(run, config, device, main_s + time.perf_counter() - t0)
+                advance(target, t0)
+                main_s += time.perf_counter() - t0
+                save(main_s)
+                yield _result(run, config, device, main_s)
                 return
             main_s += time.perf_counter() - t0
+            save(main_s)
             t0 = time.perf_counter()
             before = copy.deepcopy(run.state())
             for group in run.optimizer.param_groups:
@@ -76,6 +119,8 @@ def fit_milestones(
             run.history.clear()
             run.restore(before)
             yield result
+            done.append(target)
+            save(main_s)
 
 
 def _advance(
