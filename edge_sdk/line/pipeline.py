@@ -173,14 +173,25 @@ class Pipeline:
     def _fail_abandoned(self) -> bool:
         """Fail safe the frame still being inspected after the stop's time limit: its
         verdict would come after the sinks close, or never if the process exits first."""
-        with self._delivering:  # the inspection's own verdict waits, then is dropped
+        # The inspection's own verdict waits, then is dropped. A sink whose submit blocks
+        # (it must not) holds the lock: then the stop goes on without waiting for it.
+        if not self._delivering.acquire(timeout=self.options.sink_close_timeout_s):
+            log.error(
+                "stopping: a sink's submit() blocked for %.0f s; the frame being inspected "
+                "gets no shutdown verdict",
+                self.options.sink_close_timeout_s,
+            )
+            return False
+        try:
             with self._lock:
                 item, self._in_flight = self._in_flight, None
             if item is None:
                 return False
             self._fail_at_shutdown(item, "after inspection ran past the stop's time limit")
             self._abandoned = item
-        return True
+            return True
+        finally:
+            self._delivering.release()
 
     def _fail_queued(self) -> int:
         """Fail safe every frame still queued. Empty unless the inspection thread outlived
