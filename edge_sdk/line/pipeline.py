@@ -390,17 +390,14 @@ class Pipeline:
         t0 = time.monotonic_ns()
         with self._delivering:
             with self._lock:
-                if item is self._abandoned:
-                    late = result.verdict.value
-                else:
-                    late = None
-                    if item is self._in_flight:
-                        self._in_flight = None
-            if late is not None:
+                late = item is self._abandoned
+                if item is self._in_flight:
+                    self._in_flight = None
+            if late:
                 log.warning(
                     "frame %s: its verdict (%s) came after the stop had failed it safe; dropped",
                     item.frame.frame_id,
-                    late,
+                    result.verdict.value,
                 )
                 return
             for sink in self.sinks:
