@@ -9,8 +9,8 @@ evaluate each bundle on its test split. Everything goes to one folder:
                                               wall times, device, the commands' settings
 
 Each phase checkpoints; run the same command with --resume after an interruption, and
-finished phases are skipped. A tiny budget (--teacher-steps 2 --steps 2) checks the whole
-chain on any machine in a minute:
+finished phases are skipped. A tiny budget (--teacher-steps 2 --steps 2 --projection-photos 4)
+checks the whole chain on any machine in a few minutes:
 
     python scripts/full_recipe.py --photos ../shared/data/natural \\
         --data ../shared/data/magnetic_tile --data ../shared/data/kolektorsdd --out gpu_run
@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbone", default="lite0")
     parser.add_argument("--teacher-steps", type=int, default=60_000)
     parser.add_argument("--teacher-batch", type=int, default=16)
+    parser.add_argument(
+        "--projection-photos", type=int, default=256, help="photos the teacher's PCA is fitted on"
+    )
     parser.add_argument("--steps", type=int, default=70_000, help="student steps per set")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--resume", action="store_true")
@@ -72,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 backbone=args.backbone,
                 steps=args.teacher_steps,
                 batch_size=args.teacher_batch,
+                projection_images=args.projection_photos,
                 device=args.device,
                 resume=args.resume,
             )

@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
+# As edge_sdk.training sets it for users (see there); test modules may load torch first.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 REPO = Path(__file__).resolve().parents[1]
 # The shared data sets sit next to the checkout on development machines; CI may lack them.
 DATA = Path(os.environ.get("EDGE_AD_DATA", REPO.parent / "shared" / "data"))

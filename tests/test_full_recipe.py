@@ -48,6 +48,7 @@ def test_full_recipe_on_a_tiny_budget(tmp_path: Path) -> None:
     out = tmp_path / "run"
     argv = [sys.executable, str(SCRIPT), "--photos", str(photos), "--data", str(data)]
     argv += ["--out", str(out), "--teacher-steps", "2", "--teacher-batch", "2"]
+    argv += ["--projection-photos", "4"]
     argv += ["--steps", "2", "--device", "cpu"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -33,7 +33,7 @@ from edge_sdk.training.teacher import (
     distillation_loss,
 )
 from edge_sdk.training.teacher_commands import add_pretrain_teacher_parser
-from edge_sdk.training.teacher_targets import WINDOW, fit_projection, targets
+from edge_sdk.training.teacher_targets import WINDOW, Projection, fit_projection, targets
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,16 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def backbone() -> torch.nn.Module:
     return lite_backbone("lite0", image_size=WINDOW)
+
+
+@pytest.fixture(scope="module")
+def windows(photos: Path) -> torch.Tensor:
+    return Photos(photos).draw(np.random.default_rng(0), 3)
+
+
+@pytest.fixture(scope="module")
+def projection(backbone: torch.nn.Module, windows: torch.Tensor) -> Projection:
+    return fit_projection(backbone, [windows], seed=7)
 
 
 def _config(photos: Path, tmp: Path, **changes: object) -> TeacherConfig:
@@ -81,9 +91,10 @@ def test_lite0_loads_offline_from_its_wheel(backbone: torch.nn.Module) -> None:
     ]
 
 
-def test_projection_is_deterministic_and_whitens(photos: Path, backbone: torch.nn.Module) -> None:
-    windows = Photos(photos).draw(np.random.default_rng(0), 3)
-    a = fit_projection(backbone, [windows], seed=7)
+def test_projection_is_deterministic_and_whitens(
+    backbone: torch.nn.Module, windows: torch.Tensor, projection: Projection
+) -> None:
+    a = projection
     b = fit_projection(backbone, [windows], seed=7)
     assert a.weight.shape == (nets.TEACHER_CHANNELS, 9 * (24 + 40 + 112))
     assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
@@ -95,9 +106,9 @@ def test_projection_is_deterministic_and_whitens(photos: Path, backbone: torch.n
     assert (sub.std(1) - 1).abs().max() < 2e-2
 
 
-def test_distillation_steps_reduce_the_loss(photos: Path, backbone: torch.nn.Module) -> None:
-    windows = Photos(photos).draw(np.random.default_rng(1), 3)
-    projection = fit_projection(backbone, [windows], seed=0)
+def test_distillation_steps_reduce_the_loss(
+    backbone: torch.nn.Module, windows: torch.Tensor, projection: Projection
+) -> None:
     torch.manual_seed(0)
     pdn = nets.teacher("efficientad-s")
     optimizer = torch.optim.Adam(pdn.parameters(), lr=1e-4)

@@ -133,7 +133,7 @@ def test_short_run_through_the_cli_gives_a_bundle_the_runtime_runs(
     parser = argparse.ArgumentParser(prog="edge-ad")
     add_train_parser(parser.add_subparsers(dest="command"))
     out = tmp_path / "parts.bundle"
-    argv = ["train", str(parts), "--out", str(out), "--teacher", "random", "--steps", "20"]
+    argv = ["train", str(parts), "--out", str(out), "--teacher", "random", "--steps", "4"]
     options = ["--seed", "3", "--device", "cpu", "--int8", "--lr", "3e-4"] + (["--bf16"] * BF16)
     args = parser.parse_args(argv + options)
     assert args.func(args) == 0
@@ -149,7 +149,7 @@ def test_short_run_through_the_cli_gives_a_bundle_the_runtime_runs(
         assert "int8 variant: refused by the parity gate" in printed
         assert "int8" not in manifest.model.variants
     record = manifest.training
-    assert record["steps"] == 20 and record["seed"] == 3
+    assert record["steps"] == 4 and record["seed"] == 3
     assert record["recipe"]["optimizer"]["lr"] == 3e-4
     assert record["teacher"]["source"] == "random"
     assert record["images"] == {"train": 4, "validation": 4}
@@ -260,7 +260,7 @@ def test_step_equals_the_reference_step(
     ours.measure_teacher(None)
     assert len(ours.teacher_cache.outputs) == (0 if cache_bytes == 0 else 4)
     mean, std = ours.teacher_mean.view(1, -1, 1, 1), ours.teacher_std.view(1, -1, 1, 1)
-    for _ in range(3):
+    for _ in range(2):  # the second step follows an optimiser update
         got = ours.train_step(mean, std)
         want = reference_train_step(reference, mean, std)
         assert got.keys() == want.keys() and "penalty" in got
@@ -300,6 +300,21 @@ def test_teacher_cache_keeps_to_its_budget() -> None:
     assert cache.used == 800
     cache.put(0, torch.zeros(100))  # a second put of a cached image changes nothing
     assert cache.used == 800
+
+
+def test_training_lets_idle_threads_sleep_unless_told_otherwise() -> None:
+    import os
+    import subprocess
+    import sys
+
+    probe = "import os, edge_sdk.training.networks; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for given, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        run_env = env if given is None else {**env, "OMP_WAIT_POLICY": given}
+        done = subprocess.run(
+            [sys.executable, "-c", probe], env=run_env, capture_output=True, text=True, check=True
+        )
+        assert done.stdout.strip() == expected
 
 
 def test_bf16_is_the_default_where_the_cpu_runs_it_natively() -> None:
@@ -363,8 +378,8 @@ def test_milestones_give_the_models_of_separate_runs_and_resume(
         assert a.losses == b.losses, what
 
     config = _config(parts, tmp_path)
-    models = list(fit_milestones(config, [4, 2]))
-    assert [m.steps for m in models] == [2, 4]
+    models = list(fit_milestones(config, [3, 1]))
+    assert [m.steps for m in models] == [1, 3]
     for model in models:
         same(fit(_config(parts, tmp_path / str(model.steps), steps=model.steps)), model, "alone")
     with pytest.raises(ConfigError, match="milestones"):
@@ -373,27 +388,27 @@ def test_milestones_give_the_models_of_separate_runs_and_resume(
     # benchmarks/budget_curve.py spans sessions: a run stopped anywhere continues from its
     # last checkpoint and gives the models an unstopped run gives, none of them twice.
     ckpt = tmp_path / "curve.ckpt"
-    run = fit_milestones(config, [2, 4], checkpoint=ckpt, checkpoint_every=1)
-    assert next(run).steps == 2
-    run.close()  # stopped while the 2-step model was being evaluated: it comes again
-    run = fit_milestones(config, [2, 4], checkpoint=ckpt, checkpoint_every=1)
-    assert next(run).steps == 2
+    run = fit_milestones(config, [1, 3], checkpoint=ckpt, checkpoint_every=1)
+    assert next(run).steps == 1
+    run.close()  # stopped while the 1-step model was being evaluated: it comes again
+    run = fit_milestones(config, [1, 3], checkpoint=ckpt, checkpoint_every=1)
+    assert next(run).steps == 1
     step = Trainer.train_step
 
-    def killed_at_step_3(self: Trainer, *args: torch.Tensor) -> dict[str, float]:
-        if self.step == 3:
-            raise KeyboardInterrupt  # the session ends; the checkpoint of step 2 is kept
+    def killed_at_step_2(self: Trainer, *args: torch.Tensor) -> dict[str, float]:
+        if self.step == 2:
+            raise KeyboardInterrupt  # the session ends; the checkpoint of step 1 is kept
         return step(self, *args)
 
-    monkeypatch.setattr(Trainer, "train_step", killed_at_step_3)
+    monkeypatch.setattr(Trainer, "train_step", killed_at_step_2)
     with pytest.raises(KeyboardInterrupt):
         next(run)
     monkeypatch.setattr(Trainer, "train_step", step)
-    resumed = list(fit_milestones(config, [2, 4], checkpoint=ckpt))
-    assert [m.steps for m in resumed] == [4]
+    resumed = list(fit_milestones(config, [1, 3], checkpoint=ckpt))
+    assert [m.steps for m in resumed] == [3]
     same(resumed[0], models[1], "resumed")
     with pytest.raises(ConfigError, match=r"different training run.*milestones"):
-        next(fit_milestones(config, [3, 4], checkpoint=ckpt))
+        next(fit_milestones(config, [2, 3], checkpoint=ckpt))
 
 
 def test_training_on_tiles_gives_a_tiled_bundle(

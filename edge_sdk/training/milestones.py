@@ -82,10 +82,10 @@ def fit_milestones(
         mean = run.teacher_mean.to(device).view(1, -1, 1, 1)
         std = run.teacher_std.to(device).view(1, -1, 1, 1)
 
-        def save(main_s: float) -> None:
+        def save(spent_s: float) -> None:
             if checkpoint is not None:
                 state = {**run.state(), "fingerprint": fingerprint}
-                save_checkpoint(checkpoint, {**state, "milestones_done": done, "main_s": main_s})
+                save_checkpoint(checkpoint, {**state, "milestones_done": done, "main_s": spent_s})
 
         def advance(to_step: int, t0: float) -> None:
             while run.step < to_step:
