@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -54,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     from edge_sdk.evaluation.report import evaluate_bundle
     from edge_sdk.training.checkpoint import checkpoint_path
     from edge_sdk.training.milestones import fit_milestones
-    from edge_sdk.training.recipe import TrainConfig
+    from edge_sdk.training.recipe import TrainConfig, resolve_device
+    from edge_sdk.training.teacher_file import hardware
     from edge_sdk.training.train import export_fit
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "teacher (edge_sdk.training.milestones), calibrated as edge-ad train does, "
         "evaluated in float32 on the test split",
         "command": "python benchmarks/budget_curve.py " + " ".join(sys.argv[1:]),
-        "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "hardware": hardware(resolve_device(args.device)),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "load_average_before": os.getloadavg(),

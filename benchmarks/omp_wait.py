@@ -27,6 +27,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from edge_sdk.tools.cpu_units import cpu_info
+
 RESULTS = Path(__file__).resolve().parent / "results"
 POLICIES = {"spin (default)": None, "sleep (PASSIVE)": "PASSIVE"}
 
@@ -57,16 +59,6 @@ def run_child(policy: str | None) -> dict[str, float]:
     return json.loads(done.stdout.splitlines()[-1])
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -74,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", default="")
     parser.add_argument("--out", default=str(RESULTS / "omp_wait.json"))
     args = parser.parse_args(argv)
+    cpu = cpu_info()
 
     before = os.getloadavg()
     times: dict[str, dict[str, list[float]]] = {}
@@ -99,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         {
             "what": " ".join(__doc__.split("\n\n")[0].split()),
             "machine": {
-                "cpu": cpu_name(),
+                "cpu": cpu.model if cpu else platform.machine(),
                 "cores": os.cpu_count(),
                 "python": platform.python_version(),
             },
