@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -303,10 +306,6 @@ def test_teacher_cache_keeps_to_its_budget() -> None:
 
 
 def test_training_lets_idle_threads_sleep_unless_told_otherwise() -> None:
-    import os
-    import subprocess
-    import sys
-
     probe = "import os, edge_sdk.training.networks; print(os.environ['OMP_WAIT_POLICY'])"
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     for given, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
