@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import edge_sdk.training  # noqa: F401  (first, so its OpenMP wait policy precedes torch)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -35,6 +35,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import edge_sdk.training  # noqa: F401  (first, so its OpenMP wait policy precedes torch)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 CPU_FLAGS = ("amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2")
 

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import edge_sdk.training  # noqa: F401  (first, so its OpenMP wait policy precedes torch)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -316,6 +316,28 @@ def test_training_lets_idle_threads_sleep_unless_told_otherwise() -> None:
         assert done.stdout.strip() == expected
 
 
+@pytest.mark.parametrize(
+    "script", ["benchmarks/budget_curve.py", "benchmarks/train_step.py", "scripts/full_recipe.py"]
+)
+def test_training_scripts_let_idle_threads_sleep(script: str) -> None:
+    # Each loads torch itself; the policy only takes if edge_sdk.training comes first.
+    path = Path(__file__).resolve().parents[1] / script
+    probe = (
+        "import os, runpy, sys\n"
+        f"sys.argv = [{str(path)!r}, '--help']\n"
+        "try:\n"
+        f"    runpy.run_path({str(path)!r}, run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(os.environ['OMP_WAIT_POLICY'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "PASSIVE"
+
+
 def test_bf16_is_the_default_where_the_cpu_runs_it_natively() -> None:
     from edge_sdk.training.recipe import precision_for
 
