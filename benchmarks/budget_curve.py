@@ -12,6 +12,10 @@ The same command with ``--resume`` continues every run from there and keeps the 
 already in the results file: 10,000 steps take about 15 hours on a 2-core CPU without
 AMX, more than one working session.
 
+Several starts may share one ``--out`` and one results file, e.g. one process per set to
+use every core: each row is merged into the file under a lock, and each row names the
+command, processor and threads that made it.
+
     python benchmarks/budget_curve.py --data ../shared/data/magnetic_tile \\
         --data ../shared/data/kolektorsdd --teacher default --teacher random \\
         --penalty ../shared/data/natural --milestones 1000,3000,10000 --out runs/budget
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import os
 import sys
@@ -34,6 +39,38 @@ from typing import Any
 import edge_sdk.training  # noqa: F401  (first, so its OpenMP wait policy precedes torch)
 
 RESULTS = Path(__file__).resolve().parent / "results"
+WHAT = (
+    "EfficientAD student after N steps, models forked from one run per set and teacher "
+    "(edge_sdk.training.milestones), calibrated as edge-ad train does, evaluated in float32 "
+    "on the test split"
+)
+
+
+def _key(row: dict[str, Any]) -> tuple[str, str, int]:
+    return (row["data"], row["teacher"], row["steps"])
+
+
+def read_rows(results: Path) -> list[dict[str, Any]]:
+    return list(json.loads(results.read_text())["rows"]) if results.exists() else []
+
+
+def write_row(results: Path, row: dict[str, Any], *, resumed: str | None = None) -> None:
+    """Merge one row into the results file, keeping the rows other starts wrote there.
+
+    A row measured again (the model came again after an interruption) replaces the old one.
+    """
+    results.parent.mkdir(parents=True, exist_ok=True)
+    with open(results.with_name(results.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        doc = json.loads(results.read_text()) if results.exists() else {}
+        rows = [r for r in doc.get("rows", []) if _key(r) != _key(row)]
+        doc["what"] = WHAT
+        doc["rows"] = sorted([*rows, row], key=_key)
+        if resumed is not None:
+            doc["resumed"] = sorted({*doc.get("resumed", []), resumed})
+        partial = results.with_name(results.name + ".partial")
+        partial.write_text(json.dumps(doc, indent=1) + "\n")
+        os.replace(partial, results)  # a reader never sees half a file
 
 
 def _row(report: dict[str, Any]) -> dict[str, Any]:
@@ -81,31 +118,25 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).expanduser().absolute()
     out.mkdir(parents=True, exist_ok=True)
     results = Path(args.results)
-    checkpoints = sorted(out.glob("*.ckpt"))
-    if checkpoints and not args.resume:
+    teachers = args.teacher or ["default"]
+    labels = {t: Path(t).stem if t not in ("default", "random") else t for t in teachers}
+    runs = [f"{Path(d).name}_{labels[t]}" for d in args.data for t in teachers]
+    earlier = [r for r in runs if checkpoint_path(out / f"{r}.ckpt").exists()]
+    if earlier and not args.resume:
         parser.error(
-            f"{out} holds checkpoints of an earlier start ({checkpoints[0].name}...): pass "
+            f"{out} holds checkpoints of an earlier start of {', '.join(earlier)}: pass "
             "--resume to continue them, or choose another --out"
         )
-    doc: dict[str, Any] = {
-        "what": "EfficientAD student after N steps, models forked from one run per set and "
-        "teacher (edge_sdk.training.milestones), calibrated as edge-ad train does, "
-        "evaluated in float32 on the test split",
+    made_by = {
         "command": "python benchmarks/budget_curve.py " + " ".join(sys.argv[1:]),
         "hardware": hardware(resolve_device(args.device)),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "load_average_before": os.getloadavg(),
-        "rows": [],
     }
-    if args.resume and results.exists():
-        earlier = json.loads(results.read_text())
-        doc["rows"] = earlier["rows"]
-        doc["load_average_before"] = earlier["load_average_before"]
-        doc["resumed"] = [*earlier.get("resumed", []), time.strftime("%Y-%m-%dT%H:%MZ")]
+    resumed = time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()) if args.resume else None
     for data in args.data:
-        for teacher in args.teacher or ["default"]:
-            label = Path(teacher).stem if teacher not in ("default", "random") else teacher
+        for teacher in teachers:
+            label = labels[teacher]
             config = TrainConfig(
                 data=Path(data),
                 out=out / "unused.bundle",
@@ -120,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             run_name = f"{Path(data).name}_{label}"
             measured = {
                 r["steps"]
-                for r in doc["rows"]
+                for r in read_rows(results)
                 if (r["data"], r["teacher"]) == (Path(data).name, label)
             }
             if measured >= set(milestones):
@@ -155,17 +186,10 @@ def main(argv: list[str] | None = None) -> int:
                     "since_start_s": round(time.perf_counter() - started, 1),
                     "device": model.device,
                     **_row(report),
+                    **made_by,
+                    "load_average": os.getloadavg(),
                 }
-                # A model whose row was written just before an interruption comes again.
-                doc["rows"] = [
-                    r
-                    for r in doc["rows"]
-                    if (r["data"], r["teacher"], r["steps"]) != (row["data"], label, model.steps)
-                ]
-                doc["rows"].append(row)
-                doc["load_average_after"] = os.getloadavg()
-                results.parent.mkdir(parents=True, exist_ok=True)
-                results.write_text(json.dumps(doc, indent=1) + "\n")
+                write_row(results, row, resumed=resumed)
                 print(
                     f"{row['data']:>16} {label:>12} {model.steps:>6} steps: image AUROC "
                     f"{row['image_auroc']:.3f}, AU-PRO {row['au_pro'] or float('nan'):.3f}, "

@@ -96,6 +96,7 @@ def test_budget_curve_on_a_tiny_budget(tmp_path: Path) -> None:
         [*argv, "--results", str(results)], capture_output=True, text=True, timeout=900
     )
     assert again.returncode == 2 and "pass --resume" in again.stderr
+    assert "parts_random" in again.stderr  # names the run it would have started over
     # ...and --resume gives the rows still missing from where the run stopped, not anew.
     doc = json.loads(results.read_text())
     doc["rows"] = doc["rows"][:1]  # stopped while the 2-step model was being evaluated
@@ -108,3 +109,29 @@ def test_budget_curve_on_a_tiny_budget(tmp_path: Path) -> None:
     assert [r["steps"] for r in doc["rows"]] == [1, 2] and len(doc["resumed"]) == 1
     assert doc["rows"][1]["image_auroc"] == rows[1]["image_auroc"]
     assert "1 steps" not in again.stdout  # measured before: not trained nor evaluated again
+
+
+def test_budget_curve_starts_sharing_a_results_file_keep_each_others_rows(
+    tmp_path: Path,
+) -> None:
+    # One start per set, one per core, all writing one file: no row may be lost.
+    script = SCRIPT.parents[1] / "benchmarks" / "budget_curve.py"
+    results = tmp_path / "curve.json"
+    writer = (
+        "import pathlib, runpy, sys, time\n"
+        f"write_row = runpy.run_path({str(script)!r})['write_row']\n"
+        f"results, go = pathlib.Path({str(results)!r}), pathlib.Path({str(tmp_path)!r})\n"
+        "(go / sys.argv[1]).touch()\n"
+        "while not all((go / n).exists() for n in 'ab'):\n"
+        "    time.sleep(0.001)  # both start writing together\n"
+        "for steps in range(100):\n"
+        "    row = {'data': sys.argv[1], 'teacher': 'default', 'steps': steps}\n"
+        "    write_row(results, row, resumed=sys.argv[1])\n"
+    )
+    starts = [subprocess.Popen([sys.executable, "-c", writer, name]) for name in ("a", "b")]
+    assert [p.wait(timeout=120) for p in starts] == [0, 0]
+    doc = json.loads(results.read_text())
+    assert [(r["data"], r["steps"]) for r in doc["rows"]] == [
+        (name, steps) for name in ("a", "b") for steps in range(100)
+    ]
+    assert doc["resumed"] == ["a", "b"]
