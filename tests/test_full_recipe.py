@@ -135,3 +135,24 @@ def test_budget_curve_starts_sharing_a_results_file_keep_each_others_rows(
         (name, steps) for name in ("a", "b") for steps in range(100)
     ]
     assert doc["resumed"] == ["a", "b"]
+
+
+def test_feature_knn_baseline_on_a_tiny_set(tmp_path: Path) -> None:
+    # benchmarks/feature_knn.py: the training-free baseline, its threshold from the held-out
+    # images, its rates on the test split.
+    data = _parts(tmp_path / "parts")
+    script = SCRIPT.parents[1] / "benchmarks" / "feature_knn.py"
+    results = tmp_path / "knn.json"
+    argv = [sys.executable, str(script), "--data", str(data), "--fit-images", "4"]
+    done = subprocess.run(
+        [*argv, "--bank", "500", "--results", str(results)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = json.loads(results.read_text())["rows"]
+    assert row["fit_images"] == 4 and row["bank"] == [500, 40 + 112]
+    assert row["false_rejects"]["of"] == 3 and row["escapes"]["of"] == 3
+    assert 0.0 <= row["image_auroc"] <= 1.0 and row["threshold_images"] >= 1
+    assert "parts: image AUROC" in done.stdout
