@@ -59,6 +59,11 @@ def patch_features(backbone: Any, image: np.ndarray) -> torch.Tensor:
     return patches.permute(0, 2, 3, 1).reshape(-1, patches.shape[1])
 
 
+def image_patches(backbone: Any, path: Path, tiling: Tiling | None) -> torch.Tensor:
+    """The patch features of one image (of all its tiles, when tiled)."""
+    return patch_features(backbone, load_model_inputs([path], tiling=tiling))
+
+
 class Scorer:
     """An image's score: its patches' largest distance to their nearest bank patch."""
 
@@ -67,12 +72,9 @@ class Scorer:
         self.bank_sq = (bank * bank).sum(1)
         self.seconds: list[float] = []
 
-    def features(self, path: Path) -> torch.Tensor:
-        return patch_features(self.backbone, load_model_inputs([path], tiling=self.tiling))
-
     def __call__(self, path: Path) -> float:
         started = time.perf_counter()
-        q = self.features(path)
+        q = image_patches(self.backbone, path, self.tiling)
         d = (q * q).sum(1, keepdim=True) - 2.0 * q @ self.bank.T + self.bank_sq
         score = float(d.min(1).values.clamp_min(0).max().sqrt())
         self.seconds.append(time.perf_counter() - started)
@@ -85,8 +87,7 @@ def measure(data: Path, backbone: Any, args: argparse.Namespace, scale: str | No
     good = find_good_images(data).files
     split = split_validation(len(good), seed=args.seed)
     fit_ids = np.random.default_rng(args.seed).permutation(split.train)[: args.fit_images]
-    fitter = Scorer(backbone, torch.empty(0, 0), tiling)
-    patches = torch.cat([fitter.features(good[i]) for i in fit_ids])
+    patches = torch.cat([image_patches(backbone, good[i], tiling) for i in fit_ids])
     score = Scorer(backbone, patches[torch.randperm(len(patches))[: args.bank]], tiling)
     fit_s = time.perf_counter() - started
 
@@ -151,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         "hardware": hardware(torch.device("cpu")),
         "torch_threads": torch.get_num_threads(),
         "load_average": os.getloadavg(),
+        "timing": "fit_s and score_ms_median are wall times on this machine as it was loaded "
+        "(see load_average): a sign of cost, not a latency benchmark",
         "backbone": backbone.record() | {"features": "strides 8 and 16, 3x3 mean, at stride 8"},
         "seed": args.seed,
         "rows": rows,
