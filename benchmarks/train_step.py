@@ -5,8 +5,8 @@ Student (EfficientAD-S, batch 1, penalty on): two runs with the same seed and da
 stepping with :func:`edge_sdk.training.reference_step.reference_train_step` (the teacher
 on the image and its jittered copy every step, three full student passes), one with
 ``Trainer.train_step`` (cached teacher output, one student pass, half the last
-convolution per input). Their steps are interleaved, so both see the same machine, and
-both record their losses: the curves must agree. Also timed: the reference step in
+convolution per input, fused Adam). Their steps are interleaved, so both see the same
+machine, and both record their losses: the curves must agree. Also timed: the reference step in
 float32, what ``edge-ad train`` ran by default before bfloat16 became the default on CPUs
 that run it natively.
 
@@ -94,7 +94,8 @@ def student_runs(args: argparse.Namespace) -> dict[str, Any]:
         penalty=Path(args.photos),
         device="cpu",
     )
-    reference = Trainer(config, torch.device("cpu"))
+    # The reference code's plain Adam; the project's step runs the same update fused.
+    reference = Trainer(config, torch.device("cpu"), fused_adam=False)
     reference.measure_teacher(None)
     current = Trainer(config, torch.device("cpu"))
     current.measure_teacher(None)  # also fills its teacher cache, as a training run does
@@ -124,10 +125,7 @@ def student_runs(args: argparse.Namespace) -> dict[str, Any]:
             )
     flops = {name: count_flops(fn) for name, fn in steps.items()}
     # What `edge-ad train` ran by default before: the reference step in float32.
-    fp32 = Trainer(
-        dataclasses.replace(config, bf16=False),
-        torch.device("cpu"),
-    )
+    fp32 = Trainer(dataclasses.replace(config, bf16=False), torch.device("cpu"), fused_adam=False)
     fp32_times = []
     for _ in range(args.fp32_steps):
         t0 = time.perf_counter()
@@ -156,7 +154,7 @@ def teacher_runs(args: argparse.Namespace) -> dict[str, Any]:
     from edge_sdk.training import networks as nets
     from edge_sdk.training.backbones import load_backbone
     from edge_sdk.training.data import step_rng
-    from edge_sdk.training.recipe import precision_for
+    from edge_sdk.training.recipe import adam, precision_for
     from edge_sdk.training.teacher import Photos, distillation_loss, pdn_crop
     from edge_sdk.training.teacher_targets import WINDOW, fit_projection, targets
 
@@ -165,12 +163,13 @@ def teacher_runs(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     projection = fit_projection(backbone, [photos.draw(rng, 16) for _ in range(2)], seed=0)
     pdn = nets.teacher("efficientad-s").to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(pdn.parameters(), lr=1e-4)
+    optimizer = adam(pdn.parameters(), 1e-4)
+    plain = adam(pdn.parameters(), 1e-4, fused=False)  # what pretrain-teacher ran before
     dtype = precision_for(torch.device("cpu"), None).autocast_dtype
     batch = args.teacher_batch
     window = photos.draw(step_rng(0, 0), batch)
 
-    def full() -> None:
+    def full(optimizer: torch.optim.Optimizer = optimizer) -> None:
         loss = distillation_loss(pdn, backbone, projection, window, autocast_dtype=dtype)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -188,6 +187,7 @@ def teacher_runs(args: argparse.Namespace) -> dict[str, Any]:
         "backbone + targets": lambda: targets(backbone, projection, window),
         "pdn forward + backward": pdn_only,
         "step": full,
+        "step, plain Adam (before)": lambda: full(plain),
     }
     times: dict[str, list[float]] = {k: [] for k in parts}
     for _ in range(args.teacher_rounds):

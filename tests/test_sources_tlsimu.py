@@ -120,8 +120,11 @@ def test_software_trigger_delivers_one_frame_per_trigger(tlsimu: Path) -> None:
         assert s.profile.effective_buffer_handling == "oldest_first"
     ids = [f.frame_id for f in frames]
     assert ids == list(range(ids[0], ids[0] + 3))
+    # Each frame has its own camera timestamp. Not checked: that they ascend. TLSimu's
+    # timestamp wraps at one second (seen: 995,310,021 then 511,256 then 5,718,102 ns on a
+    # loaded machine), so three triggers may straddle a wrap; frame ids give the order.
     stamps = [f.timestamp_ns for f in frames]
-    assert stamps == sorted(stamps) and len(set(stamps)) == 3
+    assert len(set(stamps)) == 3
     assert frames[0].image.shape == (256, 256)
 
 

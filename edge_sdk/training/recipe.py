@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -192,6 +192,16 @@ def resolve_device(device: str) -> torch.device:
     if device != "cpu" and not device.startswith("cuda"):
         raise ConfigError(f"device {device!r}: expected auto, cpu or cuda")
     return torch.device(device)
+
+
+def adam(
+    params: Iterable[torch.nn.Parameter], lr: float, *, fused: bool = True
+) -> torch.optim.Adam:
+    """The recipe's Adam (weight decay 1e-5). ``fused``: one kernel over every parameter
+    instead of a dozen passes of ``foreach`` ops, the same update; on a 2-core AMX Xeon it
+    took 9 ms a step for EfficientAD-S's student and autoencoder instead of 23 to 36 ms
+    (``benchmarks/train_step.py`` times the step both ways)."""
+    return torch.optim.Adam(params, lr=lr, weight_decay=WEIGHT_DECAY, fused=fused)
 
 
 def cpu_has_fast_bf16() -> bool:

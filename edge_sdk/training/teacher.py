@@ -42,7 +42,9 @@ from edge_sdk.training.checkpoint import (
 from edge_sdk.training.data import step_rng
 from edge_sdk.training.inference_graph import normalise
 from edge_sdk.training.recipe import (
+    WEIGHT_DECAY,
     TrainingInterrupted,
+    adam,
     precision_for,
     resolve_device,
 )
@@ -69,7 +71,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-WEIGHT_DECAY = 1e-5
 FINAL_LR_FACTOR = 0.01
 LOSS_WINDOW = 20
 CURVE_EVERY = 100  # steps between the points of the recorded loss curve
@@ -249,7 +250,7 @@ def _distill(
         nets.load_teacher_weights(pdn, parent.path)
     # channels_last: oneDNN's and cuDNN's fast convolution layout.
     pdn.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
-    optimizer = torch.optim.Adam(pdn.parameters(), lr=config.lr, weight_decay=WEIGHT_DECAY)
+    optimizer = adam(pdn.parameters(), config.lr)
     warmup = config.warmup()
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, steps=config.steps, warmup=warmup)

@@ -7,14 +7,15 @@ it on the jittered copy, and the student's second half learns the autoencoder's 
 Adam (lr 1e-4, weight decay 1e-5) on student and autoencoder; the learning rate drops x0.1
 at 95 % of the steps.
 
-Three things make the step cheaper than the reference's without changing what it computes
+Four things make the step cheaper than the reference's without changing what it computes
 (``benchmarks/train_step.py`` times both and compares their loss curves):
 
 - the teacher's output on the unaugmented training images never changes: it is kept from
   the statistics pass (:class:`TeacherCache`) instead of recomputed every step;
 - the student runs once on the image, the penalty photo and the jittered copy together;
 - its last convolution computes only the half of its output channels that each input's
-  loss reads (:func:`student_halves`): for EfficientAD-S that halves its largest layer.
+  loss reads (:func:`student_halves`): for EfficientAD-S that halves its largest layer;
+- Adam runs fused (:func:`~edge_sdk.training.recipe.adam`): the same update in one kernel.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from edge_sdk.training.recipe import (
     ProgressCallback,
     TeacherSource,
     TrainConfig,
+    adam,
     precision_for,
     resolve_teacher,
 )
@@ -132,7 +134,9 @@ class Trainer:
     applies them. The caller advances ``step`` (see the interrupt logic in ``fit``).
     """
 
-    def __init__(self, config: TrainConfig, device: torch.device) -> None:
+    def __init__(
+        self, config: TrainConfig, device: torch.device, *, fused_adam: bool = True
+    ) -> None:
         self.config = config
         self.device = device
         self.teacher_source = resolve_teacher(config.teacher, config.architecture)
@@ -162,10 +166,10 @@ class Trainer:
         self.teacher.eval().requires_grad_(False)
         self.student.train()
         self.autoencoder.train()
-        self.optimizer = torch.optim.Adam(
+        self.optimizer = adam(
             itertools.chain(self.student.parameters(), self.autoencoder.parameters()),
-            lr=config.lr,
-            weight_decay=WEIGHT_DECAY,
+            config.lr,
+            fused=fused_adam,
         )
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=max(1, int(LR_DECAY_AT * config.steps)), gamma=LR_DECAY_FACTOR
