@@ -16,6 +16,19 @@ escapes are taken on the set's test split.
 
     python benchmarks/feature_knn.py --data ../shared/data/magnetic_tile \\
         --data ../shared/data/kolektorsdd --tiling kolektorsdd=0.6
+
+A teacher-quality proxy, the same nearest-patch scoring on other features (a student run
+costs hours on a CPU, this minutes): ``--features targets`` scores the targets a teacher is
+distilled to (``--projection pca`` or ``pca-rotated``, fitted on ``--photos`` as
+``edge-ad pretrain-teacher`` fits it), ``--features teacher:FILE`` (or ``teacher:random``)
+a teacher PDN's outputs. Both are taken at every second point of the PDN's 56x56 grid
+(8 px apart, as the Lite0 patches). ``--standardise`` scales each channel to mean 0 and
+std 1 over the fit images' patches first, as EfficientAD standardises the teacher's
+channels before the student learns them.
+
+    python benchmarks/feature_knn.py --data ../shared/data/magnetic_tile \\
+        --features targets --projection pca-rotated --photos ../shared/data/natural \\
+        --standardise --results /tmp/knn_targets_rotated.json
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,36 +73,105 @@ def patch_features(backbone: Any, image: np.ndarray) -> torch.Tensor:
     return patches.permute(0, 2, 3, 1).reshape(-1, patches.shape[1])
 
 
-def image_patches(backbone: Any, path: Path, tiling: Tiling | None) -> torch.Tensor:
+Extract = Callable[[np.ndarray], torch.Tensor]  # uint8 [N,3,256,256] -> patches [M, C]
+
+
+def _grid_patches(maps: torch.Tensor) -> torch.Tensor:
+    """[N,C,56,56] maps on the PDN's grid -> [N*28*28, C]: every second point, 8 px apart."""
+    maps = maps[..., ::2, ::2]
+    return maps.permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
+
+
+def target_patches(
+    photos: Path, projection: str, projection_photos: int = 256
+) -> tuple[Extract, dict[str, Any]]:
+    """The distillation targets of ``edge-ad pretrain-teacher``'s defaults (Lite0, its
+    projection fitted on 256 photos, seed 0), of each image inside a reflected 32 px border."""
+    from edge_sdk.training.backbones import load_backbone
+    from edge_sdk.training.teacher import TeacherConfig, projection_windows
+    from edge_sdk.training.teacher_photos import Photos
+    from edge_sdk.training.teacher_targets import CONTEXT, WINDOW, fit_projection, targets
+
+    config = TeacherConfig(
+        photos=photos,
+        out=Path("unused.pth"),
+        projection=projection,  # type: ignore[arg-type]
+        projection_images=projection_photos,
+    )
+    backbone = load_backbone(config.backbone, image_size=WINDOW).eval()
+    fitted = fit_projection(
+        backbone,
+        projection_windows(Photos(photos), config),
+        seed=config.seed,
+        kind=config.projection,
+    )
+
+    def extract(image: np.ndarray) -> torch.Tensor:
+        window = F.pad(torch.as_tensor(image).float() / 255.0, (CONTEXT,) * 4, mode="reflect")
+        with torch.inference_mode():
+            return _grid_patches(targets(backbone, fitted, window))
+
+    return extract, {"targets": backbone.record(), "projection": fitted.record()}
+
+
+def teacher_patches(spec: str) -> tuple[Extract, dict[str, Any]]:
+    """A teacher PDN-S's outputs (``random``: a seeded random one), as training runs it."""
+    from edge_sdk.training import networks as nets
+    from edge_sdk.training.inference_graph import normalise
+    from edge_sdk.training.recipe import resolve_teacher
+
+    source = resolve_teacher(spec, "efficientad-s")
+    pdn = nets.teacher("efficientad-s")
+    if source.path is not None:
+        nets.load_teacher_weights(pdn, source.path)
+    pdn = pdn.float().eval()
+
+    def extract(image: np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            return _grid_patches(pdn(normalise(torch.as_tensor(image)).float()))
+
+    name = "random" if source.path is None else source.path.name
+    return extract, {"teacher": name, "sha256": source.sha256}
+
+
+def image_patches(extract: Extract, path: Path, tiling: Tiling | None) -> torch.Tensor:
     """The patch features of one image (of all its tiles, when tiled)."""
-    return patch_features(backbone, load_model_inputs([path], tiling=tiling))
+    return extract(load_model_inputs([path], tiling=tiling))
 
 
 class Scorer:
     """An image's score: its patches' largest distance to their nearest bank patch."""
 
-    def __init__(self, backbone: Any, bank: torch.Tensor, tiling: Tiling | None) -> None:
-        self.backbone, self.bank, self.tiling = backbone, bank.contiguous(), tiling
+    def __init__(self, extract: Extract, bank: torch.Tensor, tiling: Tiling | None) -> None:
+        self.extract, self.bank, self.tiling = extract, bank.contiguous(), tiling
         self.bank_sq = (bank * bank).sum(1)
         self.seconds: list[float] = []
 
     def __call__(self, path: Path) -> float:
         started = time.perf_counter()
-        q = image_patches(self.backbone, path, self.tiling)
+        q = image_patches(self.extract, path, self.tiling)
         d = (q * q).sum(1, keepdim=True) - 2.0 * q @ self.bank.T + self.bank_sq
         score = float(d.min(1).values.clamp_min(0).max().sqrt())
         self.seconds.append(time.perf_counter() - started)
         return score
 
 
-def measure(data: Path, backbone: Any, args: argparse.Namespace, scale: str | None) -> dict:
+def standardised(extract: Extract, patches: torch.Tensor) -> tuple[Extract, torch.Tensor]:
+    """``extract`` and ``patches`` with each channel scaled to mean 0, std 1 over ``patches``."""
+    mean, std = patches.mean(0), patches.std(0).clamp_min(1e-6)
+    return (lambda image: (extract(image) - mean) / std), (patches - mean) / std
+
+
+def measure(data: Path, extract: Extract, args: argparse.Namespace, scale: str | None) -> dict:
     started = time.perf_counter()
     tiling = Tiling(grid=TileGrid(scale=float(scale))) if scale else None
     good = find_good_images(data).files
     split = split_validation(len(good), seed=args.seed)
     fit_ids = np.random.default_rng(args.seed).permutation(split.train)[: args.fit_images]
-    patches = torch.cat([image_patches(backbone, good[i], tiling) for i in fit_ids])
-    score = Scorer(backbone, patches[torch.randperm(len(patches))[: args.bank]], tiling)
+    patches = torch.cat([image_patches(extract, good[i], tiling) for i in fit_ids])
+    if args.standardise:
+        extract, patches = standardised(extract, patches)
+    score = Scorer(extract, patches[torch.randperm(len(patches))[: args.bank]], tiling)
     fit_s = time.perf_counter() - started
 
     held = [score(good[i]) for i in split.validation]
@@ -126,6 +209,17 @@ def main(argv: list[str] | None = None) -> int:
         "--tiling", action="append", default=[], metavar="SET=SCALE", help="tile this set"
     )
     parser.add_argument("--backbone", choices=LITE_BACKBONES, default="lite0")
+    parser.add_argument(
+        "--features",
+        default="lite0",
+        help="lite0 (the backbone's patches; see --backbone), targets, or teacher:FILE|random",
+    )
+    parser.add_argument("--projection", choices=("pca", "pca-rotated"), default="pca")
+    parser.add_argument("--photos", type=Path, help="for --features targets: generic photos")
+    parser.add_argument("--projection-photos", type=int, default=256, metavar="N")
+    parser.add_argument(
+        "--standardise", action="store_true", help="each channel to mean 0, std 1 first"
+    )
     parser.add_argument("--fit-images", type=int, default=200)
     parser.add_argument("--bank", type=int, default=20_000, help="patches in the bank")
     parser.add_argument("--seed", type=int, default=0)
@@ -134,10 +228,21 @@ def main(argv: list[str] | None = None) -> int:
     scales = dict(item.split("=", 1) for item in args.tiling)
 
     torch.manual_seed(args.seed)
-    backbone = lite_backbone(args.backbone).eval()
+    if args.features == "lite0":
+        backbone = lite_backbone(args.backbone).eval()
+        extract: Extract = lambda image: patch_features(backbone, image)  # noqa: E731
+        described = backbone.record() | {"features": "strides 8 and 16, 3x3 mean, at stride 8"}
+    elif args.features == "targets":
+        if args.photos is None:
+            parser.error("--features targets needs --photos (the projection is fitted on them)")
+        extract, described = target_patches(args.photos, args.projection, args.projection_photos)
+    elif args.features.startswith("teacher:"):
+        extract, described = teacher_patches(args.features.removeprefix("teacher:"))
+    else:
+        parser.error(f"--features {args.features!r}: expected lite0, targets or teacher:FILE")
     rows = []
     for data in map(Path, args.data):
-        row = measure(data, backbone, args, scales.get(data.name))
+        row = measure(data, extract, args, scales.get(data.name))
         rows.append(row)
         fr, esc = row["false_rejects"], row["escapes"]
         print(
@@ -154,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": os.getloadavg(),
         "timing": "fit_s and score_ms_median are wall times on this machine as it was loaded "
         "(see load_average): a sign of cost, not a latency benchmark",
-        "backbone": backbone.record() | {"features": "strides 8 and 16, 3x3 mean, at stride 8"},
+        "features": {"kind": args.features, "standardised": args.standardise} | described,
         "seed": args.seed,
         "rows": rows,
     }

@@ -106,6 +106,36 @@ def test_projection_is_deterministic_and_whitens(
     assert (sub.std(1) - 1).abs().max() < 2e-2
 
 
+def test_rotated_projection_keeps_the_subspace_unwhitened(
+    backbone: torch.nn.Module, windows: torch.Tensor, projection: Projection
+) -> None:
+    rotated = fit_projection(backbone, [windows], seed=7, kind="pca-rotated")
+    assert rotated.kind == "pca-rotated" and rotated.record()["kind"] == "pca-rotated"
+    assert rotated.explained_variance == projection.explained_variance
+    w = targets(backbone, projection, windows)[..., ::2, ::2]
+    r = targets(backbone, rotated, windows)[..., ::2, ::2]
+    w = w.transpose(0, 1).reshape(nets.TEACHER_CHANNELS, -1).double()
+    r = r.transpose(0, 1).reshape(nets.TEACHER_CHANNELS, -1).double()
+    # Each channel standardised on the vectors it was fitted on...
+    assert r.mean(1).abs().max() < 1e-2 and (r.std(1) - 1).abs().max() < 2e-2
+    # ...the same subspace as the whitened components (each predicts the other)...
+    fit = torch.linalg.lstsq(w.T, r.T).solution
+    assert (r.T - w.T @ fit).norm() / r.norm() < 1e-3
+    # ...but not whitened: the channels correlate, and its distances are not the whitened ones.
+    corr = torch.corrcoef(r)
+    assert (corr - torch.eye(len(corr), dtype=corr.dtype)).abs().max() > 0.3
+    with pytest.raises(ConfigError, match="projection 'ica'"):
+        fit_projection(backbone, [windows], seed=7, kind="ica")  # type: ignore[arg-type]
+
+
+def test_projection_choices_of_the_command_line_are_the_library_s() -> None:
+    from edge_sdk.training.backbones import BACKBONES
+    from edge_sdk.training.teacher_commands import BACKBONE_CHOICES, PROJECTION_CHOICES
+    from edge_sdk.training.teacher_targets import PROJECTIONS
+
+    assert PROJECTION_CHOICES == PROJECTIONS and BACKBONE_CHOICES == BACKBONES
+
+
 def test_distillation_steps_reduce_the_loss(
     backbone: torch.nn.Module, windows: torch.Tensor, projection: Projection
 ) -> None:
@@ -146,6 +176,13 @@ def test_interrupted_run_resumes_and_writes_a_loadable_teacher(
         distill(config)
     with pytest.raises(ConfigError, match="different training run"):
         distill(_config(photos, tmp_path, resume=True, lr=2e-4))
+    # A checkpoint from before the projection choice (no such entry, nor in its projection)
+    # continues as "pca", the only projection there was.
+    saved = torch.load(stopped.value.checkpoint, weights_only=True)
+    del saved["fingerprint"]["projection"], saved["projection"]["kind"]
+    torch.save(saved, stopped.value.checkpoint)
+    with pytest.raises(ConfigError, match="projection: checkpoint 'pca', now 'pca-rotated'"):
+        distill(_config(photos, tmp_path, resume=True, projection="pca-rotated"))
 
     seen: list[int] = []
     result = distill(
@@ -155,6 +192,7 @@ def test_interrupted_run_resumes_and_writes_a_loadable_teacher(
     assert seen == [3]
     record = json.loads(result.sidecar.read_text())
     assert record["steps"] == 3 and record["backbone"]["name"] == "lite0"
+    assert record["projection"]["kind"] == "pca"
     assert record["sha256"] == hashlib.sha256(result.path.read_bytes()).hexdigest()
     assert np.isfinite(record["final_loss"])
     # Photos by name and count: no path of the machine that made it.
@@ -216,6 +254,16 @@ def test_a_continued_teacher_starts_from_its_parent_and_records_the_lineage(
     # A teacher distilled to other targets cannot be continued.
     with pytest.raises(ConfigError, match="its seed is 0, this run's is 1"):
         distill(_config(photos, tmp_path, out=tmp_path / "other.pth", seed=1, init=parent.path))
+    with pytest.raises(ConfigError, match="its projection is 'pca', this run's is 'pca-rotated'"):
+        distill(
+            _config(
+                photos,
+                tmp_path,
+                out=tmp_path / "rotated.pth",
+                projection="pca-rotated",
+                init=parent.path,
+            )
+        )
     parent.sidecar.unlink()
     with pytest.raises(ConfigError, match="not found"):
         distill(_config(photos, tmp_path, out=tmp_path / "third.pth", init=parent.path))

@@ -56,7 +56,15 @@ from edge_sdk.training.teacher_lineage import (
     read_parent,
 )
 from edge_sdk.training.teacher_photos import GREY_PROBABILITY, SCALE_RANGE, Photos
-from edge_sdk.training.teacher_targets import CONTEXT, WINDOW, Projection, fit_projection, targets
+from edge_sdk.training.teacher_targets import (
+    CONTEXT,
+    PROJECTIONS,
+    WINDOW,
+    Projection,
+    ProjectionKind,
+    fit_projection,
+    targets,
+)
 
 __all__ = [
     "Photos",
@@ -96,6 +104,7 @@ class TeacherConfig:
     bf16: bool | None = None  # None: where the CPU runs it natively (see precision_for)
     warmup_steps: int | None = None
     projection_images: int = 256
+    projection: ProjectionKind = "pca"  # see teacher_targets
     checkpoint_dir: Path | None = None
     checkpoint_every: int = 500
     resume: bool = False
@@ -105,6 +114,10 @@ class TeacherConfig:
         """Raise :class:`ConfigError` for values no run can use."""
         if self.architecture not in nets.ARCHITECTURES:
             raise ConfigError(f"architecture {self.architecture!r}: expected efficientad-s or -m")
+        if self.projection not in PROJECTIONS:
+            raise ConfigError(
+                f"projection {self.projection!r}: expected one of {', '.join(PROJECTIONS)}"
+            )
         if self.backbone not in BACKBONES:
             raise ConfigError(f"backbone {self.backbone!r}: expected one of {', '.join(BACKBONES)}")
         for name in ("steps", "batch_size", "checkpoint_every", "projection_images"):
@@ -172,7 +185,7 @@ def distillation_loss(
     return F.mse_loss(prediction.float(), target)
 
 
-def _projection_windows(photos: Photos, config: TeacherConfig) -> Iterator[torch.Tensor]:
+def projection_windows(photos: Photos, config: TeacherConfig) -> Iterator[torch.Tensor]:
     rng = np.random.default_rng([config.seed, _PROJECTION_STREAM])
     for start in range(0, config.projection_images, 16):
         yield photos.draw(rng, min(16, config.projection_images - start))
@@ -193,7 +206,12 @@ def _fingerprint(
         "warmup_steps": config.warmup(),
         "seed": config.seed,
         "projection_images": config.projection_images,
+        "projection": config.projection,
     }
+
+
+# Fingerprint entries added after the first checkpoints, with the value runs had before.
+_FINGERPRINT_BEFORE: dict[str, Any] = {"projection": "pca"}
 
 
 def distill(
@@ -238,6 +256,7 @@ def _distill(
             backbone_record=backbone.record(),
             seed=config.seed,
             projection_images=config.projection_images,
+            projection=config.projection,
             photos_count=len(photos.files),
             photos_fingerprint=photos.fingerprint(),
         )
@@ -260,7 +279,7 @@ def _distill(
     curve: list[tuple[int, float]] = []
     step, elapsed, first_loss = 0, 0.0, float("nan")
     if config.resume and ckpt.exists():
-        state = load_checkpoint(ckpt, fingerprint=fingerprint)
+        state = load_checkpoint(ckpt, fingerprint=fingerprint, older=_FINGERPRINT_BEFORE)
         pdn.load_state_dict(state["pdn"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -279,7 +298,11 @@ def _distill(
 
         report(0)
         projection = fit_projection(
-            backbone, _projection_windows(photos, config), seed=config.seed, progress=report
+            backbone,
+            projection_windows(photos, config),
+            seed=config.seed,
+            kind=config.projection,
+            progress=report,
         )
         if parent is not None:
             check_projection(parent, projection.explained_variance)

@@ -28,7 +28,10 @@ from edge_sdk.training.commands import (
 if TYPE_CHECKING:
     from edge_sdk.training.teacher import TeacherProgress
 
+# Spelled out rather than imported: building the parser must not import torch (the tests
+# hold them to training.backbones.BACKBONES and teacher_targets.PROJECTIONS).
 BACKBONE_CHOICES = ("lite0", "lite1", "lite2", "wide_resnet101")
+PROJECTION_CHOICES = ("pca", "pca-rotated")
 
 
 def add_pretrain_teacher_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -53,6 +56,14 @@ def add_pretrain_teacher_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=16, help="photos per step (reference: 16)")
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (Adam)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--projection",
+        choices=PROJECTION_CHOICES,
+        default="pca",
+        help="how backbone features become the 384 target channels: pca (whitened components, "
+        "the shipped teacher's) or pca-rotated (the same subspace unwhitened, turned so the "
+        "channels share its variance; see models/README.md)",
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     add_precision_argument(p)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
@@ -110,6 +121,7 @@ def cmd_pretrain_teacher(args: argparse.Namespace) -> int:
         batch_size=args.batch,
         lr=args.lr,
         seed=args.seed,
+        projection=args.projection,
         device=args.device,
         bf16=args.bf16,
         checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,

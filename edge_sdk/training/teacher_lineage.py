@@ -54,6 +54,7 @@ def read_parent(
     backbone_record: dict[str, Any],
     seed: int,
     projection_images: int,
+    projection: str,
     photos_count: int,
     photos_fingerprint: str,
 ) -> Parent:
@@ -81,6 +82,8 @@ def read_parent(
             record.get("projection", {}).get("fitted_on_images"),
             projection_images,
         ),
+        # Records from before the choice say "pca", the only projection there was.
+        "projection": (record.get("projection", {}).get("kind"), projection),
         "photo count": (photos.get("count"), photos_count),
     }
     if "fingerprint" in photos:
