@@ -20,11 +20,11 @@ escapes are taken on the set's test split.
 A teacher-quality proxy, the same nearest-patch scoring on other features (a student run
 costs hours on a CPU, this minutes): ``--features targets`` scores the targets a teacher is
 distilled to (``--projection pca`` or ``pca-rotated``, fitted on ``--photos`` as
-``edge-ad pretrain-teacher`` fits it), ``--features teacher:FILE`` (or ``teacher:random``)
-a teacher PDN's outputs. Both are taken at every second point of the PDN's 56x56 grid
-(8 px apart, as the Lite0 patches). ``--standardise`` scales each channel to mean 0 and
-std 1 over the fit images' patches first, as EfficientAD standardises the teacher's
-channels before the student learns them.
+``edge-ad pretrain-teacher`` fits it), ``--features teacher:FILE`` (or ``teacher:default``,
+``teacher:random``) a teacher PDN's outputs. Both are taken at every second point of the
+PDN's 56x56 grid (8 px apart, as the Lite0 patches). ``--standardise`` scales each channel
+to mean 0 and std 1 over the fit images' patches first, as EfficientAD standardises the
+teacher's channels before the student learns them.
 
     python benchmarks/feature_knn.py --data ../shared/data/magnetic_tile \\
         --features targets --projection pca-rotated --photos ../shared/data/natural \\
@@ -115,12 +115,13 @@ def target_patches(
 
 
 def teacher_patches(spec: str) -> tuple[Extract, dict[str, Any]]:
-    """A teacher PDN-S's outputs (``random``: a seeded random one), as training runs it."""
+    """A teacher PDN-S's outputs as training runs it (``default``: the shipped teacher,
+    ``random``: a seeded random one)."""
     from edge_sdk.training import networks as nets
     from edge_sdk.training.inference_graph import normalise
     from edge_sdk.training.recipe import resolve_teacher
 
-    source = resolve_teacher(spec, "efficientad-s")
+    source = resolve_teacher(None if spec == "default" else spec, "efficientad-s")
     pdn = nets.teacher("efficientad-s")
     if source.path is not None:
         nets.load_teacher_weights(pdn, source.path)
@@ -212,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--features",
         default="lite0",
-        help="lite0 (the backbone's patches; see --backbone), targets, or teacher:FILE|random",
+        help="lite0 (the backbone's patches; see --backbone), targets, or "
+        "teacher:FILE|default|random",
     )
     parser.add_argument("--projection", choices=("pca", "pca-rotated"), default="pca")
     parser.add_argument("--photos", type=Path, help="for --features targets: generic photos")

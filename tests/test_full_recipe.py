@@ -143,39 +143,30 @@ def test_feature_knn_baseline_on_a_tiny_set(tmp_path: Path) -> None:
     data = _parts(tmp_path / "parts")
     script = SCRIPT.parents[1] / "benchmarks" / "feature_knn.py"
     results = tmp_path / "knn.json"
-    argv = [sys.executable, str(script), "--data", str(data), "--fit-images", "4"]
-    done = subprocess.run(
-        [*argv, "--bank", "500", "--results", str(results)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    (row,) = json.loads(results.read_text())["rows"]
+
+    def knn(*options: str) -> dict:
+        argv = [sys.executable, str(script), "--data", str(data), "--fit-images", "4", *options]
+        done = subprocess.run(
+            [*argv, "--results", str(results)], capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "parts: image AUROC" in done.stdout
+        return dict(json.loads(results.read_text()))
+
+    (row,) = knn("--bank", "500")["rows"]
     assert row["fit_images"] == 4 and row["bank"] == [500, 40 + 112]
     assert row["false_rejects"]["of"] == 3 and row["escapes"]["of"] == 3
     assert 0.0 <= row["image_auroc"] <= 1.0 and row["threshold_images"] >= 1
-    assert "parts: image AUROC" in done.stdout
 
     # The teacher-quality proxy: the same scoring on distillation targets, standardised.
     photos = tmp_path / "photos"
     photos.mkdir()
     for i, image in enumerate(good_images(2, seed=5, size=(300, 360))):
         cv2.imwrite(str(photos / f"photo-{i}.png"), image)
-    proxy = [*argv, "--bank", "300", "--features", "targets", "--projection", "pca-rotated"]
-    proxy += ["--photos", str(photos), "--projection-photos", "3", "--standardise"]
-    done = subprocess.run(
-        [*proxy, "--results", str(results)], capture_output=True, text=True, timeout=300
+    doc = knn(
+        *("--bank", "300", "--features", "targets", "--projection", "pca-rotated"),
+        *("--photos", str(photos), "--projection-photos", "3", "--standardise"),
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    doc = json.loads(results.read_text())
     assert doc["features"]["projection"]["kind"] == "pca-rotated"
     assert doc["features"]["standardised"] and doc["rows"][0]["bank"] == [300, 384]
-    done = subprocess.run(
-        [*argv, "--features", "teacher:random", "--results", str(results)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(results.read_text())["features"]["teacher"] == "random"
+    assert knn("--features", "teacher:random")["features"]["teacher"] == "random"
