@@ -12,7 +12,9 @@ averaged over its 3x3 neighbours (the stride-16 one resized to the stride-8 grid
 concatenated; an image's score is its patches' largest distance to their nearest bank
 entry (the largest over its tiles, when tiled). The threshold comes from the held-out
 images by the product's default policy (`robust`, 1 % target); AUROC, false rejects and
-escapes are taken on the set's test split.
+escapes are taken on the set's test split. Each row also holds every image's score and the
+threshold policies' table of ``benchmarks/threshold_policies.py`` on them (``policies``):
+each scorer is one more distribution of maxima to try a policy on.
 
     python benchmarks/feature_knn.py --data ../shared/data/magnetic_tile \\
         --data ../shared/data/kolektorsdd --tiling kolektorsdd=0.6
@@ -49,6 +51,7 @@ import edge_sdk.training  # noqa: F401  (first, so its OpenMP wait policy preced
 import numpy as np
 import torch
 import torch.nn.functional as F
+from threshold_policies import policy_rows  # beside this script
 
 from edge_sdk.calibration.thresholds import choose_threshold, outcome
 from edge_sdk.evaluation.dataset import find_test_set
@@ -198,6 +201,15 @@ def measure(data: Path, extract: Extract, args: argparse.Namespace, scale: str |
         "false_rejects": at["false_rejects"],
         "escapes": at["escapes"],
         "expected_frr_95ci": choice.record["expected_false_reject_rate_95ci"],
+        # More score distributions for the threshold policies than trained bundles give.
+        "policies": policy_rows(
+            np.array(held), np.array(scores["good"]), np.array(scores["bad"]), target_frr=0.01
+        ),
+        "scores": {
+            "held_out": [round(v, 6) for v in held],
+            "test_good": [round(v, 6) for v in scores["good"]],
+            "test_defective": [round(v, 6) for v in scores["bad"]],
+        },
         "fit_s": round(fit_s, 1),
         "score_ms_median": round(1000 * statistics.median(score.seconds), 1),
     }

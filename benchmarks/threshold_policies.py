@@ -52,12 +52,60 @@ def gumbel_threshold(good: np.ndarray, *, target_frr: float) -> float:
 
 SUBSETS = (10, 21, 34)
 DRAWS = 200
+POLICIES = ("frr", "robust", "gumbel")
+
+
+def policy_rows(
+    threshold_scores: np.ndarray, good: np.ndarray, bad: np.ndarray, *, target_frr: float
+) -> list[dict[str, Any]]:
+    """For each policy, the threshold from ``threshold_scores`` (all of them, and random
+    subsets of :data:`SUBSETS`, :data:`DRAWS` draws with a fixed seed), and the false rejects
+    among ``good`` and escapes among ``bad`` at it: medians, and the 90th percentile of the
+    false rejects."""
+    from edge_sdk.calibration.thresholds import choose_threshold, outcome
+
+    threshold_scores = np.asarray(threshold_scores, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    rows: list[dict[str, Any]] = []
+    sizes = [("all", threshold_scores.size)] + [(str(n), n) for n in SUBSETS]
+    for label, n in sizes:
+        if n > threshold_scores.size:
+            continue
+        draws = (
+            [threshold_scores]
+            if label == "all"
+            else [rng.choice(threshold_scores, n, replace=False) for _ in range(DRAWS)]
+        )
+        for policy in POLICIES:
+            frr, esc, inside = [], [], []
+            for draw in draws:
+                if policy == "gumbel":  # no interval of its own yet
+                    threshold, interval = gumbel_threshold(draw, target_frr=target_frr), None
+                else:
+                    choice = choose_threshold(draw, policy=policy, target_frr=target_frr)
+                    threshold = choice.threshold
+                    interval = choice.record["expected_false_reject_rate_95ci"]
+                at = outcome(good, bad, threshold)
+                frr.append(at["false_rejects"]["rate"])
+                esc.append(at["escapes"]["rate"])
+                if interval is not None:
+                    inside.append(interval[0] <= at["false_rejects"]["rate"] <= interval[1])
+            rows.append(
+                {
+                    "images": label,
+                    "policy": policy,
+                    "frr_median": float(np.median(frr)),
+                    "frr_p90": float(np.quantile(frr, 0.9)),
+                    "escapes_median": float(np.median(esc)),
+                    "within_expected_interval": float(np.mean(inside)) if inside else None,
+                }
+            )
+    return rows
 
 
 def main() -> int:
     from edge_sdk import Bundle, Inspector
     from edge_sdk.calibration.quantiles import split_indices
-    from edge_sdk.calibration.thresholds import choose_threshold, outcome
     from edge_sdk.evaluation.dataset import find_test_set, read_image
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -94,41 +142,7 @@ def main() -> int:
         test = find_test_set(args.data)
         good = np.array([score(s.path) for s in test.good])
         bad = np.array([score(s.path) for s in test.defective])
-    rng = np.random.default_rng(0)
-    rows: list[dict[str, Any]] = []
-    sizes = [("all", threshold_scores.size)] + [(str(n), n) for n in SUBSETS]
-    for label, n in sizes:
-        if n > threshold_scores.size:
-            continue
-        draws = (
-            [threshold_scores]
-            if label == "all"
-            else [rng.choice(threshold_scores, n, replace=False) for _ in range(DRAWS)]
-        )
-        for policy in ("frr", "robust", "gumbel"):
-            frr, esc, inside = [], [], []
-            for draw in draws:
-                if policy == "gumbel":  # no interval of its own yet
-                    threshold, interval = gumbel_threshold(draw, target_frr=args.target_frr), None
-                else:
-                    choice = choose_threshold(draw, policy=policy, target_frr=args.target_frr)
-                    threshold = choice.threshold
-                    interval = choice.record["expected_false_reject_rate_95ci"]
-                at = outcome(good, bad, threshold)
-                frr.append(at["false_rejects"]["rate"])
-                esc.append(at["escapes"]["rate"])
-                if interval is not None:
-                    inside.append(interval[0] <= at["false_rejects"]["rate"] <= interval[1])
-            rows.append(
-                {
-                    "images": label,
-                    "policy": policy,
-                    "frr_median": float(np.median(frr)),
-                    "frr_p90": float(np.quantile(frr, 0.9)),
-                    "escapes_median": float(np.median(esc)),
-                    "within_expected_interval": float(np.mean(inside)) if inside else None,
-                }
-            )
+    rows = policy_rows(threshold_scores, good, bad, target_frr=args.target_frr)
     report = {
         "bundle": str(args.bundle),
         "data": Path(args.data).name,

@@ -157,6 +157,12 @@ def test_feature_knn_baseline_on_a_tiny_set(tmp_path: Path) -> None:
     assert row["fit_images"] == 4 and row["bank"] == [500, 40 + 112]
     assert row["false_rejects"]["of"] == 3 and row["escapes"]["of"] == 3
     assert 0.0 <= row["image_auroc"] <= 1.0 and row["threshold_images"] >= 1
+    assert len(row["scores"]["held_out"]) == row["threshold_images"]
+    assert len(row["scores"]["test_good"]) == 3 and len(row["scores"]["test_defective"]) == 3
+    # The threshold policies' table on those scores: the same rule as the row's own threshold.
+    robust = next(r for r in row["policies"] if (r["images"], r["policy"]) == ("all", "robust"))
+    assert robust["frr_median"] == row["false_rejects"]["rate"]
+    assert {r["policy"] for r in row["policies"]} == {"frr", "robust", "gumbel"}
 
     # The teacher-quality proxy: the same scoring on distillation targets, standardised.
     photos = tmp_path / "photos"
