@@ -33,7 +33,15 @@ from edge_sdk.training.teacher import (
     distillation_loss,
 )
 from edge_sdk.training.teacher_commands import add_pretrain_teacher_parser
-from edge_sdk.training.teacher_targets import WINDOW, Projection, fit_projection, targets
+from edge_sdk.training.teacher_targets import (
+    WINDOW,
+    Projection,
+    change_of_targets,
+    fit_projection,
+    fit_projections,
+    map_teacher_output,
+    targets,
+)
 
 
 @pytest.fixture(scope="module")
@@ -254,16 +262,76 @@ def test_a_continued_teacher_starts_from_its_parent_and_records_the_lineage(
     # A teacher distilled to other targets cannot be continued.
     with pytest.raises(ConfigError, match="its seed is 0, this run's is 1"):
         distill(_config(photos, tmp_path, out=tmp_path / "other.pth", seed=1, init=parent.path))
-    with pytest.raises(ConfigError, match="its projection is 'pca', this run's is 'pca-rotated'"):
-        distill(
-            _config(
-                photos,
-                tmp_path,
-                out=tmp_path / "rotated.pth",
-                projection="pca-rotated",
-                init=parent.path,
-            )
-        )
     parent.sidecar.unlink()
     with pytest.raises(ConfigError, match="not found"):
         distill(_config(photos, tmp_path, out=tmp_path / "third.pth", init=parent.path))
+
+
+def test_one_projection_maps_exactly_onto_the_other(
+    backbone: torch.nn.Module, windows: torch.Tensor, projection: Projection
+) -> None:
+    both = fit_projections(backbone, [windows], seed=7, kinds=("pca", "pca-rotated"))
+    assert torch.equal(both["pca"].weight, projection.weight)
+    rotated = fit_projection(backbone, [windows], seed=7, kind="pca-rotated")
+    assert torch.equal(both["pca-rotated"].weight, rotated.weight)
+    matrix, shift = change_of_targets(projection, rotated)
+    w, r = targets(backbone, projection, windows), targets(backbone, rotated, windows)
+    mapped = torch.einsum("oc,nchw->nohw", matrix, w) + shift.view(1, -1, 1, 1)
+    assert (mapped - r).abs().max() < 1e-3 * r.abs().max()
+    # Folded into a PDN's last convolution, the map applies to its outputs.
+    pdn = nets.teacher("efficientad-s").eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        before = pdn(x)
+        map_teacher_output(pdn, matrix, shift)
+        after = pdn(x)
+    expected = torch.einsum("oc,nchw->nohw", matrix, before) + shift.view(1, -1, 1, 1)
+    assert torch.allclose(after, expected, atol=1e-4, rtol=1e-4)
+    # Projections fitted on other photos span other subspaces: no exact map.
+    other = fit_projection(backbone, [windows.flip(-2)], seed=7)
+    with pytest.raises(ConfigError, match="do not span the same subspace"):
+        change_of_targets(other, rotated)
+
+
+def test_a_parent_of_the_other_projection_is_re_expressed_exactly(
+    photos: Path, tmp_path: Path, windows: torch.Tensor
+) -> None:
+    parent = distill(_config(photos, tmp_path, steps=2))
+    child = distill(
+        _config(
+            photos,
+            tmp_path,
+            out=tmp_path / "rotated.pth",
+            projection="pca-rotated",
+            steps=0,
+            init=parent.path,
+        )
+    )
+    record = child.record
+    assert record["projection"]["kind"] == "pca-rotated"
+    assert record["re_expressed"] == {"from": "pca", "after_steps": 2}
+    assert record["steps"] == 2 and [s["steps"] for s in record["segments"]] == [2, 0]
+    # The child's outputs are the rotated targets' image of the parent's: its loss against
+    # the rotated targets equals what the parent's outputs, mapped, score there.
+    backbone = load_backbone("lite0", image_size=WINDOW)
+    config = _config(photos, tmp_path)
+    from edge_sdk.training.teacher import projection_windows
+
+    fitted = fit_projections(
+        backbone, projection_windows(Photos(photos), config), seed=0, kinds=("pca", "pca-rotated")
+    )
+    teachers = []
+    for path in (parent.path, child.path):
+        pdn = nets.teacher("efficientad-s")
+        nets.load_teacher_weights(pdn, path)
+        teachers.append(pdn.float().eval())
+    map_teacher_output(teachers[0], *change_of_targets(fitted["pca"], fitted["pca-rotated"]))
+    with torch.no_grad():
+        mapped_loss, child_loss = (
+            float(distillation_loss(t, backbone, fitted["pca-rotated"], windows[:1]))
+            for t in teachers
+        )
+    assert child_loss == pytest.approx(mapped_loss, rel=1e-2)
+    # 0 steps are only a re-expression: a run of its own needs at least one.
+    with pytest.raises(ConfigError, match="steps: expected at least 1, found 0"):
+        distill(_config(photos, tmp_path, out=tmp_path / "none.pth", steps=0))

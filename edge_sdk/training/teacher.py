@@ -62,7 +62,9 @@ from edge_sdk.training.teacher_targets import (
     WINDOW,
     Projection,
     ProjectionKind,
-    fit_projection,
+    change_of_targets,
+    fit_projections,
+    map_teacher_output,
     targets,
 )
 
@@ -121,8 +123,10 @@ class TeacherConfig:
         if self.backbone not in BACKBONES:
             raise ConfigError(f"backbone {self.backbone!r}: expected one of {', '.join(BACKBONES)}")
         for name in ("steps", "batch_size", "checkpoint_every", "projection_images"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}: expected at least 1, found {getattr(self, name)}")
+            # 0 steps with a parent: only re-express it in another projection.
+            least = 0 if name == "steps" and self.init is not None else 1
+            if getattr(self, name) < least:
+                raise ConfigError(f"{name}: expected at least {least}, found {getattr(self, name)}")
         if not self.lr > 0:
             raise ConfigError(f"learning rate: expected a positive value, found {self.lr}")
 
@@ -256,7 +260,6 @@ def _distill(
             backbone_record=backbone.record(),
             seed=config.seed,
             projection_images=config.projection_images,
-            projection=config.projection,
             photos_count=len(photos.files),
             photos_fingerprint=photos.fingerprint(),
         )
@@ -297,15 +300,27 @@ def _distill(
                 progress(TeacherProgress("projection", n, config.projection_images))
 
         report(0)
-        projection = fit_projection(
+        kinds: list[ProjectionKind] = [config.projection]
+        if parent is not None and parent.projection != config.projection:
+            kinds.append(parent.projection)  # type: ignore[arg-type]
+        fitted = fit_projections(
             backbone,
             projection_windows(photos, config),
             seed=config.seed,
-            kind=config.projection,
+            kinds=kinds,
             progress=report,
         )
+        projection = fitted[config.projection]
         if parent is not None:
             check_projection(parent, projection.explained_variance)
+            if parent.projection != config.projection:
+                map_teacher_output(pdn, *change_of_targets(fitted[kinds[1]], projection))
+                logger.info(
+                    "re-expressed %s's %s outputs in the %s targets",
+                    parent.path.name,
+                    parent.projection,
+                    config.projection,
+                )
 
     def save() -> Path:
         return save_checkpoint(
@@ -393,6 +408,11 @@ def _distill(
             "hflip": 0.5,
             "grey": GREY_PROBABILITY,
         },
+        **(
+            {"re_expressed": {"from": parent.projection, "after_steps": parent.steps}}
+            if parent is not None and parent.projection != config.projection
+            else {}
+        ),
         "steps": config.steps,
         "batch_size": config.batch_size,
         "lr": config.lr,
@@ -401,7 +421,7 @@ def _distill(
         "seed": config.seed,
         "precision": precision.label,
         "device": str(device),
-        "first_loss": first_loss,
+        "first_loss": first_loss if step else None,
         "final_loss": float(np.mean(history)) if history else None,
         "wall_time_s": round(elapsed, 1),
         "hardware": hardware(device),

@@ -72,7 +72,9 @@ def add_pretrain_teacher_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="TEACHER",
         help="continue a distilled teacher (its .pth and .json) in a new run: its weights, a "
         "fresh warm-up and decay over --steps, the photo draws after its own; the record "
-        "counts the whole lineage",
+        "counts the whole lineage. A parent distilled to the other --projection is first "
+        "re-expressed in this one exactly (a linear map of its outputs); with --steps 0 that "
+        "is all the run does",
     )
     p.add_argument("--checkpoint-dir", metavar="DIR", help="default: FILE.ckpt next to --out")
     p.add_argument("--checkpoint-every", type=int, default=500, metavar="STEPS")
@@ -95,10 +97,11 @@ class TeacherProgressPrinter(ProgressPrinter):
 
 def cmd_pretrain_teacher(args: argparse.Namespace) -> int:
     """Run ``edge-ad pretrain-teacher``; progress on stderr, the result on stdout."""
-    if args.steps < 1 or args.batch < 1 or args.checkpoint_every < 1 or not args.lr > 0:
+    least_steps = 0 if args.init else 1
+    if args.steps < least_steps or args.batch < 1 or args.checkpoint_every < 1 or not args.lr > 0:
         print(
-            "edge-ad pretrain-teacher: error: --steps, --batch and --checkpoint-every must be "
-            "at least 1 and --lr positive",
+            "edge-ad pretrain-teacher: error: --steps (0 allowed with --init), --batch and "
+            "--checkpoint-every must be at least 1 and --lr positive",
             file=sys.stderr,
         )
         return EXIT_USAGE
@@ -142,9 +145,14 @@ def cmd_pretrain_teacher(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     printer.close()
     r = result.record
+    if r["final_loss"] is None:  # --steps 0: the parent, re-expressed where asked
+        source = r.get("re_expressed", {}).get("from", r["projection"]["kind"])
+        loss = f"no distillation steps: {source} outputs as {r['projection']['kind']} targets"
+    else:
+        loss = f"loss {r['first_loss']:.4f} -> {r['final_loss']:.4f}"
     print(
         f"wrote {result.path} and {result.sidecar.name}: {r['architecture']} teacher from "
         f"{r['backbone']['name']}, {r['steps']} steps on {r['device']} in "
-        f"{duration_text(r['wall_time_s'])}; loss {r['first_loss']:.4f} -> {r['final_loss']:.4f}"
+        f"{duration_text(r['wall_time_s'])}; {loss}"
     )
     return EXIT_OK

@@ -10,7 +10,11 @@ and wall time of the whole lineage.
 A parent is accepted only if its targets are the ones this run computes: the same
 architecture, backbone and layers, projection seed and images, and photo folder (by count, and
 by content fingerprint where the parent recorded one); the PCA projection is refitted
-deterministically and its explained variance must match the parent's.
+deterministically and its explained variance must match the parent's. A parent distilled to the
+other projection of the same subspace (``pca`` for a ``pca-rotated`` run, or back) is first
+re-expressed in this run's exactly, by a linear map folded into its last convolution
+(:func:`edge_sdk.training.teacher_targets.change_of_targets`), so switching projections keeps
+the distillation already done.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_sdk.errors import ConfigError
+from edge_sdk.training.teacher_targets import PROJECTIONS
 
 __all__ = ["Parent", "check_projection", "lineage_record", "read_parent"]
 
@@ -35,6 +40,11 @@ class Parent:
 
     path: Path
     record: dict[str, Any]
+
+    @property
+    def projection(self) -> str:
+        """The projection kind of the targets it was distilled to."""
+        return str(self.record.get("projection", {}).get("kind", "pca"))
 
     @property
     def steps(self) -> int:
@@ -54,7 +64,6 @@ def read_parent(
     backbone_record: dict[str, Any],
     seed: int,
     projection_images: int,
-    projection: str,
     photos_count: int,
     photos_fingerprint: str,
 ) -> Parent:
@@ -82,8 +91,6 @@ def read_parent(
             record.get("projection", {}).get("fitted_on_images"),
             projection_images,
         ),
-        # Records from before the choice say "pca", the only projection there was.
-        "projection": (record.get("projection", {}).get("kind"), projection),
         "photo count": (photos.get("count"), photos_count),
     }
     if "fingerprint" in photos:
@@ -94,6 +101,13 @@ def read_parent(
                 f"--init {path}: its {name} is {found!r}, this run's is {wanted!r}; a teacher "
                 f"can only be continued on the targets it was distilled to"
             )
+    # Another projection of the same subspace is re-expressed exactly (teacher_targets.
+    # change_of_targets); records from before the choice say "pca", the only one there was.
+    kind = record.get("projection", {}).get("kind", "pca")
+    if kind not in PROJECTIONS:
+        raise ConfigError(
+            f"--init {path}: its projection is {kind!r}, expected one of {', '.join(PROJECTIONS)}"
+        )
     if not isinstance(record.get("steps"), int) or record["steps"] < 1:
         raise ConfigError(f"--init {sidecar}: no step count")
     if not path.is_file():

@@ -161,6 +161,22 @@ def fit_projection(
     ``kind``, or when the features have fewer than 384 dimensions or there are fewer vectors
     than dimensions.
     """
+    return fit_projections(backbone, windows, seed=seed, kinds=(kind,), progress=progress)[kind]
+
+
+def fit_projections(
+    backbone: Backbone,
+    windows: Iterable[torch.Tensor],
+    *,
+    seed: int,
+    kinds: Iterable[ProjectionKind],
+    progress: Callable[[int], None] | None = None,
+) -> dict[ProjectionKind, Projection]:
+    """:func:`fit_projection` for each of ``kinds``, from one pass over ``windows``."""
+    kinds = tuple(kinds)
+    for kind in kinds:
+        if kind not in PROJECTIONS:
+            raise ConfigError(f"projection {kind!r}: expected one of {', '.join(PROJECTIONS)}")
     points = sample_points(uses_neighbourhood(backbone))
     total: torch.Tensor | None = None
     outer: torch.Tensor | None = None
@@ -175,8 +191,6 @@ def fit_projection(
             images += window.shape[0]
             if progress is not None:
                 progress(images)
-    if kind not in PROJECTIONS:
-        raise ConfigError(f"projection {kind!r}: expected one of {', '.join(PROJECTIONS)}")
     if total is None or outer is None:
         raise ConfigError("no photos to fit the projection on")
     dims = total.numel()
@@ -196,36 +210,71 @@ def fit_projection(
     # Eigenvectors are defined up to sign; fix it so a refit gives the same teacher targets.
     signs = torch.sign(vecs.gather(1, vecs.abs().argmax(1, keepdim=True)))
     vecs = vecs * signs
-    if kind == "pca":
-        out = vecs / vals.sqrt().unsqueeze(1)
-    else:
-        generator = torch.Generator().manual_seed(seed)
-        q, _ = torch.linalg.qr(
-            torch.randn(len(vals), len(vals), generator=generator, dtype=torch.float64)
-        )
-        # Channel c of q @ components has variance sum_k q[c, k]^2 vals[k].
-        out = (q @ vecs) / ((q * q) @ vals).sqrt().unsqueeze(1)
-    weight = out / std.unsqueeze(0)
-    bias = -(weight @ mean)
     explained = float(vals.sum() / eigvals.clamp_min(0).sum())
-    logger.info(
-        "projection (%s) %d -> %d channels keeps %.1f %% of the variance (%d vectors, %d images)",
-        kind,
-        dims,
-        TEACHER_CHANNELS,
-        100 * explained,
-        count,
-        images,
-    )
-    return Projection(
-        weight=weight.to(torch.float32),
-        bias=bias.to(torch.float32),
-        explained_variance=explained,
-        samples=count,
-        images=images,
-        seed=seed,
-        kind=kind,
-    )
+    fitted: dict[ProjectionKind, Projection] = {}
+    for kind in kinds:
+        if kind == "pca":
+            out = vecs / vals.sqrt().unsqueeze(1)
+        else:
+            generator = torch.Generator().manual_seed(seed)
+            q, _ = torch.linalg.qr(
+                torch.randn(len(vals), len(vals), generator=generator, dtype=torch.float64)
+            )
+            # Channel c of q @ components has variance sum_k q[c, k]^2 vals[k].
+            out = (q @ vecs) / ((q * q) @ vals).sqrt().unsqueeze(1)
+        weight = out / std.unsqueeze(0)
+        logger.info(
+            "projection (%s) %d -> %d channels keeps %.1f %% of the variance (%d vectors, "
+            "%d images)",
+            kind,
+            dims,
+            TEACHER_CHANNELS,
+            100 * explained,
+            count,
+            images,
+        )
+        fitted[kind] = Projection(
+            weight=weight.to(torch.float32),
+            bias=(-(weight @ mean)).to(torch.float32),
+            explained_variance=explained,
+            samples=count,
+            images=images,
+            seed=seed,
+            kind=kind,
+        )
+    return fitted
+
+
+def change_of_targets(source: Projection, target: Projection) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(matrix [384,384], shift [384])`` with ``target.apply(f) == matrix @ source.apply(f)
+    + shift`` for every feature ``f``: the exact map between two projections of one principal
+    subspace (``pca`` and ``pca-rotated`` fitted on the same photos), so a teacher distilled
+    to one is re-expressed in the other without distilling (:func:`map_teacher_output`).
+
+    Raises :class:`ConfigError` when the two do not span the same subspace.
+    """
+    a, b = source.weight.double(), source.bias.double()
+    t, c = target.weight.double(), target.bias.double()
+    matrix = t @ torch.linalg.pinv(a)
+    residual = float((matrix @ a - t).abs().max() / t.abs().max().clamp_min(1e-30))
+    if residual > 1e-4:
+        raise ConfigError(
+            f"projections {source.kind} and {target.kind} do not span the same subspace "
+            f"(relative residual {residual:.1e}): fitted on other photos or backbone features?"
+        )
+    return matrix.to(torch.float32), (c - matrix @ b).to(torch.float32)
+
+
+def map_teacher_output(pdn: torch.nn.Sequential, matrix: torch.Tensor, shift: torch.Tensor) -> None:
+    """Fold ``output -> matrix @ output + shift`` into the PDN's last (linear) convolution."""
+    conv = pdn[-1]
+    if not isinstance(conv, torch.nn.Conv2d) or conv.bias is None:
+        raise ConfigError("the teacher's last layer is not a convolution with a bias")
+    with torch.no_grad():
+        m = matrix.to(conv.weight.device, torch.float64)
+        w = conv.weight.double().reshape(conv.out_channels, -1)
+        conv.weight.copy_((m @ w).reshape(conv.weight.shape))
+        conv.bias.copy_(m @ conv.bias.double() + shift.to(m.device, torch.float64))
 
 
 def targets(backbone: Backbone, projection: Projection, window: torch.Tensor) -> torch.Tensor:
