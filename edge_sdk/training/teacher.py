@@ -265,6 +265,10 @@ def _distill(
         )
     # A continued run draws on from where its parent's draws ended.
     offset = 0 if parent is None else parent.steps
+    # A parent distilled to the other projection is re-expressed in this run's.
+    re_expressed_from = (
+        parent.projection if parent is not None and parent.projection != config.projection else None
+    )
     fingerprint = _fingerprint(config, photos, backbone, parent)
     precision = precision_for(device, config.bf16)
     pdn = nets.teacher(config.architecture)
@@ -300,9 +304,9 @@ def _distill(
                 progress(TeacherProgress("projection", n, config.projection_images))
 
         report(0)
-        kinds: list[ProjectionKind] = [config.projection]
-        if parent is not None and parent.projection != config.projection:
-            kinds.append(parent.projection)  # type: ignore[arg-type]
+        kinds = [config.projection]
+        if re_expressed_from is not None:
+            kinds.append(re_expressed_from)  # type: ignore[arg-type]
         fitted = fit_projections(
             backbone,
             projection_windows(photos, config),
@@ -313,12 +317,13 @@ def _distill(
         projection = fitted[config.projection]
         if parent is not None:
             check_projection(parent, projection.explained_variance)
-            if parent.projection != config.projection:
-                map_teacher_output(pdn, *change_of_targets(fitted[kinds[1]], projection))
+            if re_expressed_from is not None:
+                change = change_of_targets(fitted[re_expressed_from], projection)  # type: ignore[index]
+                map_teacher_output(pdn, *change)
                 logger.info(
                     "re-expressed %s's %s outputs in the %s targets",
                     parent.path.name,
-                    parent.projection,
+                    re_expressed_from,
                     config.projection,
                 )
 
@@ -409,8 +414,8 @@ def _distill(
             "grey": GREY_PROBABILITY,
         },
         **(
-            {"re_expressed": {"from": parent.projection, "after_steps": parent.steps}}
-            if parent is not None and parent.projection != config.projection
+            {"re_expressed": {"from": re_expressed_from, "after_steps": offset}}
+            if re_expressed_from is not None
             else {}
         ),
         "steps": config.steps,

@@ -43,7 +43,8 @@ class Parent:
 
     @property
     def projection(self) -> str:
-        """The projection kind of the targets it was distilled to."""
+        """The projection kind of the targets it was distilled to; records from before the
+        choice say none, and "pca" was the only one there was."""
         return str(self.record.get("projection", {}).get("kind", "pca"))
 
     @property
@@ -102,17 +103,18 @@ def read_parent(
                 f"can only be continued on the targets it was distilled to"
             )
     # Another projection of the same subspace is re-expressed exactly (teacher_targets.
-    # change_of_targets); records from before the choice say "pca", the only one there was.
-    kind = record.get("projection", {}).get("kind", "pca")
-    if kind not in PROJECTIONS:
+    # change_of_targets).
+    parent = Parent(path=path, record=record)
+    if parent.projection not in PROJECTIONS:
         raise ConfigError(
-            f"--init {path}: its projection is {kind!r}, expected one of {', '.join(PROJECTIONS)}"
+            f"--init {path}: its projection is {parent.projection!r}, expected one of "
+            f"{', '.join(PROJECTIONS)}"
         )
     if not isinstance(record.get("steps"), int) or record["steps"] < 1:
         raise ConfigError(f"--init {sidecar}: no step count")
     if not path.is_file():
         raise ConfigError(f"--init {path}: not found (a teacher needs its .pth and its .json)")
-    return Parent(path=path, record=record)
+    return parent
 
 
 def check_projection(parent: Parent, explained_variance: float) -> None:
