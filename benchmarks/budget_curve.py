@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import fcntl
 import json
+import logging
 import os
 import sys
 import time
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         "--resume", action="store_true", help="continue the runs and rows of an earlier start"
     )
     args = parser.parse_args(argv)
+    # Hours of training: say where each run stands (a line per checkpoint).
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     milestones = sorted({int(m) for m in args.milestones.split(",")})
     out = Path(args.out).expanduser().absolute()

@@ -21,12 +21,12 @@ each scorer is one more distribution of maxima to try a policy on.
 
 A teacher-quality proxy, the same nearest-patch scoring on other features (a student run
 costs hours on a CPU, this minutes): ``--features targets`` scores the targets a teacher is
-distilled to (``--projection pca`` or ``pca-rotated``, fitted on ``--photos`` as
-``edge-ad pretrain-teacher`` fits it), ``--features teacher:FILE`` (or ``teacher:default``,
-``teacher:random``) a teacher PDN's outputs. Both are taken at every second point of the
-PDN's 56x56 grid (8 px apart, as the Lite0 patches). ``--standardise`` scales each channel
-to mean 0 and std 1 over the fit images' patches first, as EfficientAD standardises the
-teacher's channels before the student learns them.
+distilled to (``--projection pca`` or ``pca-rotated``, ``--target-layout points`` or
+``mean``, fitted on ``--photos`` as ``edge-ad pretrain-teacher`` fits it), ``--features
+teacher:FILE`` (or ``teacher:default``, ``teacher:random``) a teacher PDN's outputs. Both
+are taken at every second point of the PDN's 56x56 grid (8 px apart, as the Lite0 patches).
+``--standardise`` scales each channel to mean 0 and std 1 over the fit images' patches
+first, as EfficientAD standardises the teacher's channels before the student learns them.
 
     python benchmarks/feature_knn.py --data ../shared/data/magnetic_tile \\
         --features targets --projection pca-rotated --photos ../shared/data/natural \\
@@ -86,10 +86,11 @@ def _grid_patches(maps: torch.Tensor) -> torch.Tensor:
 
 
 def target_patches(
-    photos: Path, projection: str, projection_photos: int = 256
+    photos: Path, projection: str, projection_photos: int = 256, layout: str = "points"
 ) -> tuple[Extract, dict[str, Any]]:
     """The distillation targets of ``edge-ad pretrain-teacher``'s defaults (Lite0, its
-    projection fitted on 256 photos, seed 0), of each image inside a reflected 32 px border."""
+    projection fitted on 256 photos, seed 0) in ``layout``, of each image inside a reflected
+    32 px border."""
     from edge_sdk.training.backbones import load_backbone
     from edge_sdk.training.teacher import TeacherConfig, projection_windows
     from edge_sdk.training.teacher_photos import Photos
@@ -99,6 +100,7 @@ def target_patches(
         photos=photos,
         out=Path("unused.pth"),
         projection=projection,  # type: ignore[arg-type]
+        target_layout=layout,  # type: ignore[arg-type]
         projection_images=projection_photos,
     )
     backbone = load_backbone(config.backbone, image_size=WINDOW).eval()
@@ -107,6 +109,7 @@ def target_patches(
         projection_windows(Photos(photos), config),
         seed=config.seed,
         kind=config.projection,
+        layout=config.target_layout,
     )
 
     def extract(image: np.ndarray) -> torch.Tensor:
@@ -232,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", type=Path, help="for --features targets: generic photos")
     parser.add_argument("--projection-photos", type=int, default=256, metavar="N")
     parser.add_argument(
+        "--target-layout",
+        choices=["points", "mean"],
+        default="points",
+        help="for --features targets: what a target keeps of its patch (pretrain-teacher's)",
+    )
+    parser.add_argument(
         "--standardise", action="store_true", help="each channel to mean 0, std 1 first"
     )
     parser.add_argument("--fit-images", type=int, default=200)
@@ -249,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.features == "targets":
         if args.photos is None:
             parser.error("--features targets needs --photos (the projection is fitted on them)")
-        extract, described = target_patches(args.photos, args.projection, args.projection_photos)
+        extract, described = target_patches(
+            args.photos, args.projection, args.projection_photos, args.target_layout
+        )
     elif args.features.startswith("teacher:"):
         extract, described = teacher_patches(args.features.removeprefix("teacher:"))
     else:

@@ -162,7 +162,7 @@ def test_feature_knn_baseline_on_a_tiny_set(tmp_path: Path) -> None:
     # The threshold policies' table on those scores: the same rule as the row's own threshold.
     robust = next(r for r in row["policies"] if (r["images"], r["policy"]) == ("all", "robust"))
     assert robust["frr_median"] == row["false_rejects"]["rate"]
-    assert {r["policy"] for r in row["policies"]} == {"frr", "robust", "gumbel"}
+    assert {r["policy"] for r in row["policies"]} == {"frr", "robust", "gumbel", "upper"}
 
     # The teacher-quality proxy: the same scoring on distillation targets, standardised.
     photos = tmp_path / "photos"
@@ -174,5 +174,12 @@ def test_feature_knn_baseline_on_a_tiny_set(tmp_path: Path) -> None:
         *("--photos", str(photos), "--projection-photos", "3", "--standardise"),
     )
     assert doc["features"]["projection"]["kind"] == "pca-rotated"
+    assert doc["features"]["projection"]["layout"] == "points"
     assert doc["features"]["standardised"] and doc["rows"][0]["bank"] == [300, 384]
+    mean = knn(
+        *("--bank", "300", "--features", "targets", "--projection", "pca-rotated"),
+        *("--photos", str(photos), "--projection-photos", "3", "--target-layout", "mean"),
+    )
+    assert mean["features"]["projection"]["layout"] == "mean"
+    assert mean["features"]["projection"]["input_dims"] == 24 + 40 + 112
     assert knn("--features", "teacher:random")["features"]["teacher"] == "random"

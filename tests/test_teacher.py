@@ -136,12 +136,53 @@ def test_rotated_projection_keeps_the_subspace_unwhitened(
         fit_projection(backbone, [windows], seed=7, kind="ica")  # type: ignore[arg-type]
 
 
+def test_mean_layout_spreads_each_layer_s_patch_mean_over_the_channels(
+    backbone: torch.nn.Module, windows: torch.Tensor, projection: Projection
+) -> None:
+    mean = fit_projection(backbone, [windows], seed=7, kind="pca-rotated", layout="mean")
+    assert mean.weight.shape == (nets.TEACHER_CHANNELS, 24 + 40 + 112)
+    assert mean.explained_variance == pytest.approx(1.0)  # fewer dimensions than channels
+    assert mean.record()["layout"] == "mean" and projection.record()["layout"] == "points"
+    assert Projection.from_state(mean.state()).layout == "mean"
+    t = targets(backbone, mean, windows)
+    assert t.shape == (3, nets.TEACHER_CHANNELS, 56, 56)
+    sub = t[..., ::2, ::2].transpose(0, 1).reshape(nets.TEACHER_CHANNELS, -1).double()
+    assert sub.mean(1).abs().max() < 1e-2 and (sub.std(1) - 1).abs().max() < 2e-2
+    # Each layer's mean over the 9 points: the 384 channels span its 176 dimensions exactly.
+    from edge_sdk.training.teacher_targets import layout_features, raw_features, sample_points
+
+    nine = raw_features(backbone, windows[:1], sample_points(True))
+    means = torch.cat(
+        [
+            g.view(1, 9, c, 56, 56).mean(1)
+            for g, c in zip(nine.split([9 * 24, 9 * 40, 9 * 112], 1), (24, 40, 112), strict=True)
+        ],
+        1,
+    )
+    assert torch.allclose(layout_features(backbone, windows[:1], "mean"), means, atol=1e-5)
+    singular = torch.linalg.svdvals(sub)
+    assert singular[24 + 40 + 112] < 1e-4 * singular[0]  # rank 176, up to float32
+    # 384 whitened components need 384 dimensions; another layout is another subspace.
+    with pytest.raises(ConfigError, match="use pca-rotated"):
+        fit_projection(backbone, [windows], seed=7, kind="pca", layout="mean")
+    with pytest.raises(ConfigError, match="target layout 'grid'"):
+        fit_projection(backbone, [windows], seed=7, layout="grid")  # type: ignore[arg-type]
+    rotated = fit_projection(backbone, [windows], seed=7, kind="pca-rotated")
+    with pytest.raises(ConfigError, match="not one subspace"):
+        change_of_targets(rotated, mean)
+
+
 def test_projection_choices_of_the_command_line_are_the_library_s() -> None:
     from edge_sdk.training.backbones import BACKBONES
-    from edge_sdk.training.teacher_commands import BACKBONE_CHOICES, PROJECTION_CHOICES
-    from edge_sdk.training.teacher_targets import PROJECTIONS
+    from edge_sdk.training.teacher_commands import (
+        BACKBONE_CHOICES,
+        PROJECTION_CHOICES,
+        TARGET_LAYOUT_CHOICES,
+    )
+    from edge_sdk.training.teacher_targets import LAYOUTS, PROJECTIONS
 
     assert PROJECTION_CHOICES == PROJECTIONS and BACKBONE_CHOICES == BACKBONES
+    assert TARGET_LAYOUT_CHOICES == LAYOUTS
 
 
 def test_distillation_steps_reduce_the_loss(
@@ -262,6 +303,17 @@ def test_a_continued_teacher_starts_from_its_parent_and_records_the_lineage(
     # A teacher distilled to other targets cannot be continued.
     with pytest.raises(ConfigError, match="its seed is 0, this run's is 1"):
         distill(_config(photos, tmp_path, out=tmp_path / "other.pth", seed=1, init=parent.path))
+    with pytest.raises(ConfigError, match="its target layout is 'points', this run's is 'mean'"):
+        distill(
+            _config(
+                photos,
+                tmp_path,
+                out=tmp_path / "mean.pth",
+                projection="pca-rotated",
+                target_layout="mean",
+                init=parent.path,
+            )
+        )
     parent.sidecar.unlink()
     with pytest.raises(ConfigError, match="not found"):
         distill(_config(photos, tmp_path, out=tmp_path / "third.pth", init=parent.path))

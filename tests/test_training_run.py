@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import os
 import subprocess
 import sys
@@ -389,7 +390,10 @@ def test_time_budget_sets_the_steps_from_measured_steps(
 
 
 def test_milestones_give_the_models_of_separate_runs_and_resume(
-    parts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    parts: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from edge_sdk.training.milestones import fit_milestones
 
@@ -412,7 +416,15 @@ def test_milestones_give_the_models_of_separate_runs_and_resume(
     # last checkpoint and gives the models an unstopped run gives, none of them twice.
     ckpt = tmp_path / "curve.ckpt"
     run = fit_milestones(config, [1, 3], checkpoint=ckpt, checkpoint_every=1)
-    assert next(run).steps == 1
+    with caplog.at_level(logging.INFO, "edge_sdk.training.milestones"):
+        assert next(run).steps == 1
+        assert (
+            next(
+                fit_milestones(config, [3], checkpoint=tmp_path / "log.ckpt", checkpoint_every=1)
+            ).steps
+            == 3
+        )
+    assert "step 1 of 3" in caplog.text  # hours of training say where they stand
     run.close()  # stopped while the 1-step model was being evaluated: it comes again
     run = fit_milestones(config, [1, 3], checkpoint=ckpt, checkpoint_every=1)
     assert next(run).steps == 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -31,6 +32,8 @@ from edge_sdk.training.recipe import (
 )
 from edge_sdk.training.train import FitResult, fit_result
 from edge_sdk.training.trainer import FINGERPRINT_BEFORE, Trainer
+
+logger = logging.getLogger(__name__)
 
 
 def decay_step(steps: int) -> int:
@@ -92,7 +95,11 @@ def fit_milestones(
                 next_save = (run.step // checkpoint_every + 1) * checkpoint_every
                 _advance(run, min(to_step, next_save), mean, std)
                 if run.step % checkpoint_every == 0 and run.step < to_step:
-                    save(main_s + time.perf_counter() - t0)
+                    spent_s = main_s + time.perf_counter() - t0
+                    save(spent_s)
+                    logger.info(
+                        "step %d of %d, %.2f s a step", run.step, steps[-1], spent_s / run.step
+                    )
 
         for target in (s for s in steps if s not in done):
             if target != steps[-1] and run.step > decay_step(target):

@@ -62,10 +62,13 @@ from edge_sdk.training.teacher_targets import (
     WINDOW,
     Projection,
     ProjectionKind,
+    TargetLayout,
     change_of_targets,
+    check_layout,
     fit_projections,
     map_teacher_output,
     targets,
+    uses_neighbourhood,
 )
 
 __all__ = [
@@ -107,6 +110,7 @@ class TeacherConfig:
     warmup_steps: int | None = None
     projection_images: int = 256
     projection: ProjectionKind = "pca"  # see teacher_targets
+    target_layout: TargetLayout = "points"  # see teacher_targets
     checkpoint_dir: Path | None = None
     checkpoint_every: int = 500
     resume: bool = False
@@ -120,6 +124,7 @@ class TeacherConfig:
             raise ConfigError(
                 f"projection {self.projection!r}: expected one of {', '.join(PROJECTIONS)}"
             )
+        check_layout(self.target_layout)
         if self.backbone not in BACKBONES:
             raise ConfigError(f"backbone {self.backbone!r}: expected one of {', '.join(BACKBONES)}")
         for name in ("steps", "batch_size", "checkpoint_every", "projection_images"):
@@ -211,11 +216,12 @@ def _fingerprint(
         "seed": config.seed,
         "projection_images": config.projection_images,
         "projection": config.projection,
+        "target_layout": config.target_layout,
     }
 
 
 # Fingerprint entries added after the first checkpoints, with the value runs had before.
-_FINGERPRINT_BEFORE: dict[str, Any] = {"projection": "pca"}
+_FINGERPRINT_BEFORE: dict[str, Any] = {"projection": "pca", "target_layout": "points"}
 
 
 def distill(
@@ -260,6 +266,7 @@ def _distill(
             backbone_record=backbone.record(),
             seed=config.seed,
             projection_images=config.projection_images,
+            target_layout=config.target_layout,
             photos_count=len(photos.files),
             photos_fingerprint=photos.fingerprint(),
         )
@@ -312,6 +319,7 @@ def _distill(
             projection_windows(photos, config),
             seed=config.seed,
             kinds=kinds,
+            layout=config.target_layout,
             progress=report,
         )
         projection = fitted[config.projection]
@@ -398,8 +406,15 @@ def _distill(
         "architecture": config.architecture,
         "backbone": backbone.record(),
         "projection": projection.record(),
-        "targets": "backbone features at the PDN's receptive-field centres (see "
-        "edge_sdk.training.teacher_targets); the PDN sees the centre 256 px of a "
+        "targets": "backbone features at the PDN's receptive-field centres, "
+        + (
+            "each layer averaged over a 3x3 neighbourhood"
+            if projection.layout == "mean"
+            else "a 3x3 neighbourhood of points concatenated"
+            if uses_neighbourhood(backbone)
+            else "one point"
+        )
+        + " (see edge_sdk.training.teacher_targets); the PDN sees the centre 256 px of a "
         f"{WINDOW} px window",
         # By name, count and content fingerprint: the record ships, the path would not mean
         # anything on another machine.

@@ -29,9 +29,10 @@ if TYPE_CHECKING:
     from edge_sdk.training.teacher import TeacherProgress
 
 # Spelled out rather than imported: building the parser must not import torch (the tests
-# hold them to training.backbones.BACKBONES and teacher_targets.PROJECTIONS).
+# hold them to training.backbones.BACKBONES and teacher_targets.PROJECTIONS, LAYOUTS).
 BACKBONE_CHOICES = ("lite0", "lite1", "lite2", "wide_resnet101")
 PROJECTION_CHOICES = ("pca", "pca-rotated")
+TARGET_LAYOUT_CHOICES = ("points", "mean")
 
 
 def add_pretrain_teacher_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -63,6 +64,14 @@ def add_pretrain_teacher_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="how backbone features become the 384 target channels: pca (whitened components, "
         "the shipped teacher's) or pca-rotated (the same subspace unwhitened, turned so the "
         "channels share its variance; see models/README.md)",
+    )
+    p.add_argument(
+        "--target-layout",
+        choices=TARGET_LAYOUT_CHOICES,
+        default="points",
+        help="what a target keeps of its patch: points (each backbone layer at 9 points, "
+        "concatenated; the shipped teacher's) or mean (each layer averaged over them; needs "
+        "--projection pca-rotated; see models/README.md)",
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     add_precision_argument(p)
@@ -125,6 +134,7 @@ def cmd_pretrain_teacher(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         projection=args.projection,
+        target_layout=args.target_layout,
         device=args.device,
         bf16=args.bf16,
         checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,

@@ -8,13 +8,13 @@ crop of the lineage repeats. Its record keeps every run as a *segment* and count
 and wall time of the whole lineage.
 
 A parent is accepted only if its targets are the ones this run computes: the same
-architecture, backbone and layers, projection seed and images, and photo folder (by count, and
-by content fingerprint where the parent recorded one); the PCA projection is refitted
-deterministically and its explained variance must match the parent's. A parent distilled to the
-other projection of the same subspace (``pca`` for a ``pca-rotated`` run, or back) is first
-re-expressed in this run's exactly, by a linear map folded into its last convolution
-(:func:`edge_sdk.training.teacher_targets.change_of_targets`), so switching projections keeps
-the distillation already done.
+architecture, backbone and layers, target layout, projection seed and images, and photo folder
+(by count, and by content fingerprint where the parent recorded one); the PCA projection is
+refitted deterministically and its explained variance must match the parent's. A parent
+distilled to the other projection of the same subspace (``pca`` for a ``pca-rotated`` run, or
+back) is first re-expressed in this run's exactly, by a linear map folded into its last
+convolution (:func:`edge_sdk.training.teacher_targets.change_of_targets`), so switching
+projections keeps the distillation already done.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ def read_parent(
     projection_images: int,
     photos_count: int,
     photos_fingerprint: str,
+    target_layout: str = "points",
 ) -> Parent:
     """Read the ``.json`` record of the teacher at ``path``; raise :class:`ConfigError`
     naming the first field that differs from this run's."""
@@ -93,6 +94,8 @@ def read_parent(
             projection_images,
         ),
         "photo count": (photos.get("count"), photos_count),
+        # Records from before the choice of layout were all "points".
+        "target layout": (record.get("projection", {}).get("layout", "points"), target_layout),
     }
     if "fingerprint" in photos:
         expected["photo fingerprint"] = (photos["fingerprint"], photos_fingerprint)

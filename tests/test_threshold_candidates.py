@@ -1,0 +1,29 @@
+"""benchmarks/threshold_policies.py: the candidate policies it measures beside the product's."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from threshold_policies import upper_threshold
+
+from edge_sdk.calibration.good_scores import robust_threshold
+
+
+def test_upper_half_spread_ignores_scores_near_zero() -> None:
+    rng = np.random.default_rng(0)
+    lognormal = np.exp(rng.normal(np.log(0.04), 0.3, size=50))
+    # Symmetric log scores: both spreads estimate the same sigma.
+    robust, upper = (f(lognormal, target_frr=0.01) for f in (robust_threshold, upper_threshold))
+    assert abs(np.log(upper / robust)) < 0.2
+    # A fifth of the images score near 0: their logs widen the MAD of all the log scores,
+    # and with it `robust`, but not the spread above the median.
+    quiet = np.concatenate([lognormal[:40], rng.uniform(0.0005, 0.003, size=10)])
+    assert upper_threshold(quiet, target_frr=0.01) < 0.7 * robust_threshold(quiet, target_frr=0.01)
+    assert upper_threshold(quiet, target_frr=0.01) >= np.sort(quiet)[-2]  # the binomial floor
+    # With enough images to resolve the target, both are `frr`.
+    many = np.exp(rng.normal(size=200))
+    assert upper_threshold(many, target_frr=0.01) == robust_threshold(many, target_frr=0.01)
