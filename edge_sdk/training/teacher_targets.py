@@ -18,7 +18,7 @@ The layout (:data:`LAYOUTS`) says what a target describes of its patch:
 - ``mean``: every layer averaged over the 9 points (176 dimensions for Lite0), what a
   nearest-patch scorer keeps of a patch. Fewer than 384 dimensions: the projection keeps all
   of them and spreads them over the 384 channels (``pca-rotated`` only). Nearest-patch AUROC
-  on the targets was 89.2 % against 87.2 % for ``points`` on magnetic tile, and 63.5 against
+  on the targets was 89.0 % against 87.2 % for ``points`` on magnetic tile, and 65.3 against
   60.6 % on KolektorSDD (``benchmarks/results/teacher_proxy.json``).
 
 The projection is fitted once (covariance accumulated in float64, eigenvectors with a fixed
