@@ -38,38 +38,44 @@ RESULTS = Path(__file__).resolve().parent / "results"
 GUMBEL_MEDIAN, GUMBEL_MAD = 0.366513, 0.767049
 
 
-def gumbel_threshold(good: np.ndarray, *, target_frr: float) -> float:
-    """The candidate: ``robust``'s rule with a Gumbel fitted by median and MAD."""
+def _robust_rule(good: np.ndarray, target_frr: float, fit: Any) -> float:
+    """``robust``'s frame around another fit: ``frr`` where the scores resolve the target,
+    else ``fit(sorted scores)`` raised to the binomial floor (``allowed_above``)."""
     from edge_sdk.calibration.good_scores import allowed_above, frr_threshold, images_needed
 
     scores = np.sort(np.asarray(good, dtype=np.float64))
     if scores.size >= images_needed(target_frr)["to_resolve"]:
         return frr_threshold(scores, target_frr=target_frr)
-    centre = float(np.median(scores))
-    mad = float(np.median(np.abs(scores - centre)))
-    z = (-math.log(-math.log(1.0 - target_frr)) - GUMBEL_MEDIAN) / GUMBEL_MAD
+    fitted = float(fit(scores))
     allowed = allowed_above(int(scores.size), target_frr)
-    fitted = centre + z * mad
     return fitted if allowed >= scores.size else max(fitted, float(scores[-1 - allowed]))
+
+
+def gumbel_threshold(good: np.ndarray, *, target_frr: float) -> float:
+    """The candidate: ``robust``'s rule with a Gumbel fitted by median and MAD."""
+
+    def fit(scores: np.ndarray) -> float:
+        centre = float(np.median(scores))
+        mad = float(np.median(np.abs(scores - centre)))
+        z = (-math.log(-math.log(1.0 - target_frr)) - GUMBEL_MEDIAN) / GUMBEL_MAD
+        return centre + z * mad
+
+    return _robust_rule(good, target_frr, fit)
 
 
 def upper_threshold(good: np.ndarray, *, target_frr: float) -> float:
     """The candidate: ``robust``'s rule with the spread of the upper half of the log scores."""
     from statistics import NormalDist
 
-    from edge_sdk.calibration.good_scores import allowed_above, frr_threshold, images_needed
+    def fit(scores: np.ndarray) -> float:
+        logs = bool(np.all(scores > 0))
+        x = np.log(scores) if logs else scores
+        centre = float(np.median(x))
+        spread = 1.482602 * float(np.median(x[x >= centre] - centre))
+        value = centre + NormalDist().inv_cdf(1.0 - target_frr) * spread
+        return math.exp(value) if logs else value
 
-    scores = np.sort(np.asarray(good, dtype=np.float64))
-    if scores.size >= images_needed(target_frr)["to_resolve"]:
-        return frr_threshold(scores, target_frr=target_frr)
-    logs = bool(np.all(scores > 0))
-    x = np.log(scores) if logs else scores
-    centre = float(np.median(x))
-    spread = 1.482602 * float(np.median(x[x >= centre] - centre))
-    value = centre + NormalDist().inv_cdf(1.0 - target_frr) * spread
-    fitted = math.exp(value) if logs else value
-    allowed = allowed_above(int(scores.size), target_frr)
-    return fitted if allowed >= scores.size else max(fitted, float(scores[-1 - allowed]))
+    return _robust_rule(good, target_frr, fit)
 
 
 CANDIDATES = {"gumbel": gumbel_threshold, "upper": upper_threshold}  # no interval of their own
