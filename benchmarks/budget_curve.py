@@ -47,8 +47,9 @@ WHAT = (
 )
 
 
-def _key(row: dict[str, Any]) -> tuple[str, str, int]:
-    return (row["data"], row["teacher"], row["steps"])
+def _key(row: dict[str, Any]) -> tuple[str, str, int, str]:
+    # The device names the precision too: a bfloat16 row stands beside a float32 one.
+    return (row["data"], row["teacher"], row["steps"], row.get("device", ""))
 
 
 def read_rows(results: Path) -> list[dict[str, Any]]:

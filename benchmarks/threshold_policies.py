@@ -17,9 +17,21 @@ it does not depend on where the map's normalisation puts 0 (scores near 0 stretc
 scores' spread, and with it the robust threshold). And ``upper``: ``robust`` with the log
 scores' spread taken from their upper half only (1.4826 x the median distance above the
 median), since the threshold is a quantile of the upper tail and the scores near 0, which
-the logarithm stretches, lie in the lower one.
+the logarithm stretches, lie in the lower one. And ``tail``: the top scores alone, as
+extreme-value practice extrapolates a high quantile (peaks over a threshold): above the
+(k+1)-th highest score the excesses of a maximum's upper tail are near exponential, so the
+``1 - target`` quantile is that score plus the excesses' scale times ln(k / (n target)),
+the scale taken from the excesses' median (one outlier cannot move it). No logarithm and no
+fit of the bulk: it moves with the scores, whatever the map's normalisation calls 0.
+And ``capped``: the lower of ``robust`` and ``tail``, the log-normal fit kept only where its
+tail is no heavier than the top scores' own.
 
     python benchmarks/threshold_policies.py --bundle mt.bundle ../shared/data/magnetic_tile
+
+The scores of an earlier run (this script's output, or a row of
+``benchmarks/feature_knn.py``'s results) are measured again, without the bundle, with
+``--replay FILE``: the way to try a new candidate on the bundles of runs that did not
+outlive their machine.
 """
 
 from __future__ import annotations
@@ -78,10 +90,45 @@ def upper_threshold(good: np.ndarray, *, target_frr: float) -> float:
     return _robust_rule(good, target_frr, fit)
 
 
-CANDIDATES = {"gumbel": gumbel_threshold, "upper": upper_threshold}  # no interval of their own
+def tail_excesses(n: int) -> int:
+    """How many top scores ``tail`` takes the excesses of: about the square root of the
+    images (3 of 10, 7 of 51), so that their median ignores one outlier."""
+    return max(3, round(math.sqrt(n)))
+
+
+def tail_threshold(good: np.ndarray, *, target_frr: float) -> float:
+    """The candidate: ``robust``'s rule with an exponential tail fitted to the top scores."""
+
+    def fit(scores: np.ndarray) -> float:
+        n = scores.size
+        k = min(tail_excesses(n), n - 1)
+        base = float(scores[n - 1 - k])
+        scale = float(np.median(scores[n - k :] - base)) / math.log(2.0)
+        return base + scale * math.log(k / (n * target_frr))
+
+    return _robust_rule(good, target_frr, fit)
+
+
+def capped_threshold(good: np.ndarray, *, target_frr: float) -> float:
+    """The candidate: the lower of ``robust`` and ``tail`` (each with its binomial floor):
+    the log-normal fit where its tail is no heavier than the top scores' own."""
+    from edge_sdk.calibration.good_scores import robust_threshold
+
+    return min(
+        robust_threshold(good, target_frr=target_frr), tail_threshold(good, target_frr=target_frr)
+    )
+
+
+# No interval of their own.
+CANDIDATES = {
+    "gumbel": gumbel_threshold,
+    "upper": upper_threshold,
+    "tail": tail_threshold,
+    "capped": capped_threshold,
+}
 SUBSETS = (10, 21, 34)
 DRAWS = 200
-POLICIES = ("frr", "robust", "gumbel", "upper")
+POLICIES = ("frr", "robust", *CANDIDATES)
 
 
 def policy_rows(
@@ -132,22 +179,73 @@ def policy_rows(
     return rows
 
 
+def score_sets(doc: dict[str, Any]) -> list[tuple[str, dict[str, list[float]]]]:
+    """The score sets an earlier output holds, each named: this script's output (its
+    threshold images) or ``feature_knn.py``'s results (each row's held-out images, all of
+    which set its threshold)."""
+    if "scores" in doc:
+        s = doc["scores"]
+        return [(f"{doc['data']} {doc['bundle']}", {**s, "threshold": s["threshold_images"]})]
+    sets = []
+    for run in doc.get("runs", []):
+        for row in run.get("rows", []):
+            if "scores" in row:
+                s = row["scores"]
+                sets.append((run["command"], {**s, "threshold": s["held_out"]}))
+    if not sets:
+        raise SystemExit("no stored scores in that file")
+    return sets
+
+
+def replay(path: Path, target_frr: float) -> dict[str, Any]:
+    """Every policy on the stored score sets of ``path``."""
+    runs = []
+    for name, s in score_sets(json.loads(path.read_text())):
+        good, bad = np.array(s["test_good"]), np.array(s["test_defective"])
+        rows = policy_rows(np.array(s["threshold"]), good, bad, target_frr=target_frr)
+        runs.append({"scores_of": name, "threshold_images": len(s["threshold"]), "rows": rows})
+    return {"replayed": path.name, "target_frr": target_frr, "runs": runs}
+
+
+def print_rows(rows: list[dict[str, Any]]) -> None:
+    print("images  policy  FRR median  FRR p90  escapes median  FRR within expected")
+    for r in rows:
+        inside = r["within_expected_interval"]
+        print(
+            f"{r['images']:>6}  {r['policy']:<6}  {r['frr_median']:10.3f}  {r['frr_p90']:7.3f}  "
+            f"{r['escapes_median']:14.3f}  {'-' if inside is None else f'{inside:.2f}':>6}"
+        )
+
+
 def main() -> int:
     from edge_sdk import Bundle, Inspector
     from edge_sdk.calibration.quantiles import split_indices
     from edge_sdk.evaluation.dataset import find_test_set, read_image
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data", help="MVTec-style set the bundle was trained on")
-    parser.add_argument("--bundle", required=True)
+    parser.add_argument("data", nargs="?", help="MVTec-style set the bundle was trained on")
+    parser.add_argument("--bundle")
     parser.add_argument("--target-frr", type=float, default=0.01)
     parser.add_argument(
         "--eval-report",
         help="report.json of `edge-ad eval` on this bundle and set: its test scores are used "
         "instead of scoring the test images again",
     )
+    parser.add_argument(
+        "--replay", metavar="FILE", help="measure the scores stored in FILE instead of a bundle"
+    )
     parser.add_argument("--out", help="JSON file (default: benchmarks/results/...)")
     args = parser.parse_args()
+    if args.replay:
+        result = replay(Path(args.replay), args.target_frr)
+        for run in result["runs"]:
+            print(f"{run['scores_of']} ({run['threshold_images']} threshold images)")
+            print_rows(run["rows"])
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        return 0
+    if args.data is None or args.bundle is None:
+        parser.error("give DATA and --bundle, or --replay FILE")
     if not Path(args.data).is_dir():
         print(f"skipped: no data set at {args.data}", file=sys.stderr)
         return 0
@@ -200,13 +298,7 @@ def main() -> int:
         f"{report['data']}: median score held-out {report['median_scores']['held_out']:.4f}, "
         f"test good {report['median_scores']['test_good']:.4f}"
     )
-    print("images  policy  FRR median  FRR p90  escapes median  FRR within expected")
-    for r in rows:
-        inside = r["within_expected_interval"]
-        print(
-            f"{r['images']:>6}  {r['policy']:<6}  {r['frr_median']:10.3f}  {r['frr_p90']:7.3f}  "
-            f"{r['escapes_median']:14.3f}  {'-' if inside is None else f'{inside:.2f}':>6}"
-        )
+    print_rows(rows)
     return 0
 
 
