@@ -162,7 +162,8 @@ def test_feature_knn_baseline_on_a_tiny_set(tmp_path: Path) -> None:
     # The threshold policies' table on those scores: the same rule as the row's own threshold.
     robust = next(r for r in row["policies"] if (r["images"], r["policy"]) == ("all", "robust"))
     assert robust["frr_median"] == row["false_rejects"]["rate"]
-    assert {r["policy"] for r in row["policies"]} == {"frr", "robust", "gumbel", "upper"}
+    policies = {"frr", "robust", "gumbel", "upper", "tail", "capped"}
+    assert {r["policy"] for r in row["policies"]} == policies
 
     # The teacher-quality proxy: the same scoring on distillation targets, standardised.
     photos = tmp_path / "photos"
