@@ -184,3 +184,33 @@ def test_feature_knn_baseline_on_a_tiny_set(tmp_path: Path) -> None:
     assert mean["features"]["projection"]["layout"] == "mean"
     assert mean["features"]["projection"]["input_dims"] == 24 + 40 + 112
     assert knn("--features", "teacher:random")["features"]["teacher"] == "random"
+
+
+def test_map_parts_reads_the_trained_weights_as_the_bundle_does(tmp_path: Path) -> None:
+    # benchmarks/map_parts.py rebuilds each score from the two raw maps; at the trained
+    # weights its robust threshold on the bundle's threshold images is the bundle's own
+    # (training scored them through torch, this through the ONNX graph: 1e-4 apart at most).
+    from edge_sdk.runtime.bundle import Bundle
+
+    data = _parts(tmp_path / "parts")
+    bundle = tmp_path / "parts.bundle"
+    train = [sys.executable, "-m", "edge_sdk", "train", str(data), "--out", str(bundle)]
+    options = ["--teacher", "random", "--steps", "2", "--device", "cpu"]
+    done = subprocess.run([*train, *options], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = tmp_path / "parts.json"
+    script = SCRIPT.parents[1] / "benchmarks" / "map_parts.py"
+    argv = [sys.executable, str(script), str(data), "--bundle", str(bundle), "--out", str(results)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    doc = json.loads(results.read_text())
+    rows = {r["st_share"]: r for r in doc["rows"]}
+    assert sorted(rows) == [0.0, 0.25, 0.5, 0.75, 1.0] and doc["trained_st_share"] == 0.5
+    trained = rows[0.5]
+    assert trained["threshold"] == pytest.approx(
+        Bundle.open(bundle).manifest.threshold.image, rel=1e-4
+    )
+    assert trained["vs_trained"]["difference"] == 0.0
+    assert trained["false_rejects"]["of"] == 3 and trained["escapes"]["of"] == 3
+    # The shares are different readings of the maps, not one repeated.
+    assert len({r["threshold"] for r in rows.values()}) == len(rows)
