@@ -8,6 +8,10 @@ and p-value, overall and per defect type. It speaks of the test parts only: one 
 run per bundle says nothing of how much a second seed would move either.
 
     python benchmarks/compare_evals.py runs/a.eval/report.json runs/b.eval/report.json
+
+Results of ``benchmarks/feature_knn.py`` (the training-free proxy; their rows keep every
+test image's score, in the test set's order) pair the same way, row by row for each data
+set both files hold: how two features or teachers compare on the proxy.
 """
 
 from __future__ import annotations
@@ -30,6 +34,22 @@ def scores(report: dict[str, Any]) -> dict[str, tuple[str | None, float]]:
         )
         for image in report["images"]
     }
+
+
+def knn_reports(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A feature_knn results file as one eval-report-like dict per data set it scored."""
+    out = {}
+    for row in doc.get("rows", []):
+        if "scores" not in row:
+            continue
+        s = row["scores"]
+        images = [
+            {"path": f"{kind}/{i}", "defect_type": defect, "score": v}
+            for kind, defect in (("good", None), ("defective", "defect"))
+            for i, v in enumerate(s[f"test_{kind}"])
+        ]
+        out[row["data"]] = {"data": {"path": "."}, "images": images}
+    return out
 
 
 def compare(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
@@ -66,19 +86,26 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("a", help="report.json of bundle A")
+    parser.add_argument("a", help="report.json of bundle A (or feature_knn results)")
     parser.add_argument("b", help="report.json of bundle B, on the same test set")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args(argv)
-    reports = [json.loads(Path(p).read_text()) for p in (args.a, args.b)]
-    rows = compare(*reports)
+    docs = [json.loads(Path(p).read_text()) for p in (args.a, args.b)]
+    if all("images" in d for d in docs):
+        rows = compare(*docs)
+    else:
+        knn = [knn_reports(d) for d in docs]
+        common = sorted(knn[0].keys() & knn[1].keys())
+        if not common:
+            raise SystemExit("give two eval reports, or two feature_knn results of one data set")
+        rows = [{"data": name, **r} for name in common for r in compare(*(k[name] for k in knn))]
     if args.json:
         print(json.dumps({"a": args.a, "b": args.b, "rows": rows}, indent=1))
         return 0
     print(f"A = {args.a}\nB = {args.b}")
     for r in rows:
         print(
-            f"{r['defects']:>14} ({r['defective']} vs {r['good']} good): "
+            f"{r.get('data', '')} {r['defects']:>14} ({r['defective']} vs {r['good']} good): "
             f"AUROC A {r['auroc_a']:.3f}, B {r['auroc_b']:.3f}, A - B {r['difference']:+.3f} "
             f"(95 % CI {r['ci_low']:+.3f} to {r['ci_high']:+.3f}, p = {r['p_value']:.3f})"
         )

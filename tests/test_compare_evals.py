@@ -62,3 +62,30 @@ def test_reports_of_other_images_are_refused(tmp_path: Path) -> None:
         [sys.executable, str(SCRIPT), *map(str, files)], capture_output=True, text=True
     )
     assert out.returncode != 0 and "different images" in out.stderr
+
+
+def test_feature_knn_results_pair_row_by_row_for_the_sets_both_hold(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+
+    def row(data: str, shift: float) -> dict[str, object]:
+        scores = {"test_good": rng.normal(0, 1, 9).tolist(), "test_defective": []}
+        scores["test_defective"] = (rng.normal(1, 1, 7) + shift).tolist()
+        return {"data": data, "scores": scores}
+
+    a_rows, b_rows = [row("tile", 0.0), row("only_a", 0.0)], [row("tile", 0.5)]
+    files = [tmp_path / "a.json", tmp_path / "b.json"]
+    for f, rows in zip(files, (a_rows, b_rows), strict=True):
+        f.write_text(json.dumps({"rows": rows}))
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, files), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (got,) = json.loads(out.stdout)["rows"]
+    a, b = a_rows[0]["scores"], b_rows[0]["scores"]
+    want = auroc_difference(
+        a["test_good"], a["test_defective"], b["test_good"], b["test_defective"]
+    )
+    assert got["data"] == "tile" and got["good"] == 9 and got["defective"] == 7
+    assert got["difference"] == pytest.approx(want["difference"], abs=1e-12)
