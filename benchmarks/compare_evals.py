@@ -9,9 +9,15 @@ run per bundle says nothing of how much a second seed would move either.
 
     python benchmarks/compare_evals.py runs/a.eval/report.json runs/b.eval/report.json
 
-Results of ``benchmarks/feature_knn.py`` (the training-free proxy; their rows keep every
-test image's score, in the test set's order) pair the same way, row by row for each data
-set both files hold: how two features or teachers compare on the proxy.
+Files that keep every test image's score as lists in the test set's order pair the same
+way, by position, for each data set both files hold: ``benchmarks/feature_knn.py``'s results
+(the training-free proxy, one row per data set) and ``benchmarks/threshold_policies.py``'s
+output (committed for bundles that did not outlive their machine). An eval report paired
+with such a file is read in the same order. Paired by position, only "all defects" is
+compared: the lists do not name defect types.
+
+    python benchmarks/compare_evals.py runs/new.eval/report.json \
+        benchmarks/results/threshold_policies_magnetic_tile_zen4_1000.json
 """
 
 from __future__ import annotations
@@ -36,19 +42,30 @@ def scores(report: dict[str, Any]) -> dict[str, tuple[str | None, float]]:
     }
 
 
-def knn_reports(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A feature_knn results file as one eval-report-like dict per data set it scored."""
+def score_lists(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each data set a file scored -> an eval-report-like dict whose images are named by
+    their position among the good or the defective test images."""
+    if "images" in doc:  # an eval report: its images in the report's (the test set's) order
+        good = [i["score"] for i in doc["images"] if i["defect_type"] is None]
+        bad = [i["score"] for i in doc["images"] if i["defect_type"] is not None]
+        named = {os.path.basename(os.path.normpath(doc["data"]["path"])): (good, bad)}
+    elif "scores" in doc:  # threshold_policies.py's output
+        s = doc["scores"]
+        named = {Path(doc["data"]).name: (s["test_good"], s["test_defective"])}
+    else:  # feature_knn.py's results
+        named = {
+            row["data"]: (row["scores"]["test_good"], row["scores"]["test_defective"])
+            for row in doc.get("rows", [])
+            if "scores" in row
+        }
     out = {}
-    for row in doc.get("rows", []):
-        if "scores" not in row:
-            continue
-        s = row["scores"]
+    for name, (good, bad) in named.items():
         images = [
             {"path": f"{kind}/{i}", "defect_type": defect, "score": v}
-            for kind, defect in (("good", None), ("defective", "defect"))
-            for i, v in enumerate(s[f"test_{kind}"])
+            for kind, defect, values in (("good", None, good), ("defective", "defect", bad))
+            for i, v in enumerate(values)
         ]
-        out[row["data"]] = {"data": {"path": "."}, "images": images}
+        out[name] = {"data": {"path": "."}, "images": images}
     return out
 
 
@@ -86,26 +103,32 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("a", help="report.json of bundle A (or feature_knn results)")
-    parser.add_argument("b", help="report.json of bundle B, on the same test set")
+    parser.add_argument(
+        "a", help="report.json of bundle A (or feature_knn results, threshold_policies output)"
+    )
+    parser.add_argument("b", help="the same of B, on the same test set")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args(argv)
     docs = [json.loads(Path(p).read_text()) for p in (args.a, args.b)]
     if all("images" in d for d in docs):
         rows = compare(*docs)
     else:
-        knn = [knn_reports(d) for d in docs]
-        common = sorted(knn[0].keys() & knn[1].keys())
+        lists = [score_lists(d) for d in docs]
+        common = sorted(lists[0].keys() & lists[1].keys())
         if not common:
-            raise SystemExit("give two eval reports, or two feature_knn results of one data set")
-        rows = [{"data": name, **r} for name in common for r in compare(*(k[name] for k in knn))]
+            raise SystemExit(
+                "no data set scored in both files: give eval reports, feature_knn results "
+                "or threshold_policies outputs of one data set"
+            )
+        rows = [{"data": name, **r} for name in common for r in compare(*(k[name] for k in lists))]
     if args.json:
         print(json.dumps({"a": args.a, "b": args.b, "rows": rows}, indent=1))
         return 0
     print(f"A = {args.a}\nB = {args.b}")
     for r in rows:
+        where = f"{r['data']} " if "data" in r else ""
         print(
-            f"{r.get('data', '')} {r['defects']:>14} ({r['defective']} vs {r['good']} good): "
+            f"{where}{r['defects']:>14} ({r['defective']} vs {r['good']} good): "
             f"AUROC A {r['auroc_a']:.3f}, B {r['auroc_b']:.3f}, A - B {r['difference']:+.3f} "
             f"(95 % CI {r['ci_low']:+.3f} to {r['ci_high']:+.3f}, p = {r['p_value']:.3f})"
         )

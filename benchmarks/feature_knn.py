@@ -284,7 +284,12 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": os.getloadavg(),
         "timing": "fit_s and score_ms_median are wall times on this machine as it was loaded "
         "(see load_average): a sign of cost, not a latency benchmark",
-        "features": {"kind": args.features, "standardised": args.standardise} | described,
+        # --features lite0 means "the backbone's patches", whichever --backbone that is.
+        "features": {
+            "kind": args.backbone if args.features == "lite0" else args.features,
+            "standardised": args.standardise,
+        }
+        | described,
         "seed": args.seed,
         "rows": rows,
     }

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bundle_images import calibration_parts, image_groups, missing_data
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ST_SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -73,9 +74,7 @@ def raw_maps(bundle: Any, groups: dict[str, list[Path]], threads: int) -> dict[s
 
 def main() -> int:
     from edge_sdk import Bundle
-    from edge_sdk.calibration.quantiles import split_indices
     from edge_sdk.calibration.thresholds import choose_threshold, outcome
-    from edge_sdk.evaluation.dataset import find_test_set
     from edge_sdk.runtime.manifest import MapWeights
     from edge_sdk.runtime.scoring import MapScorer
     from edge_sdk.statistics import auroc, auroc_difference, auroc_interval
@@ -88,30 +87,16 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="JSON file (default: benchmarks/results/...)")
     args = parser.parse_args()
-    if not Path(args.data).is_dir():
-        print(f"skipped: no data set at {args.data}", file=sys.stderr)
+    if missing_data(args.data):
         return 0
     bundle = Bundle.open(args.bundle)
     norm = bundle.manifest.normalization
     trained_share = norm.weights.st / (norm.weights.st + norm.weights.ae)
 
     started = time.perf_counter()
-    names = bundle.manifest.training["validation_split"]["files"]
-    test = find_test_set(args.data)
-    found = raw_maps(
-        bundle,
-        {
-            "held_out": [Path(args.data) / "train" / "good" / n for n in names],
-            "good": [s.path for s in test.good],
-            "defective": [s.path for s in test.defective],
-        },
-        args.threads,
-    )
+    found = raw_maps(bundle, image_groups(bundle, args.data), args.threads)
     scoring_s = time.perf_counter() - started
-    parts = split_indices(len(found["held_out"]))
-    threshold_maps = (
-        found["held_out"] if parts is None else [found["held_out"][i] for i in parts[1]]
-    )
+    _, threshold_maps = calibration_parts(found["held_out"])
 
     def scores(share: float) -> dict[str, np.ndarray]:
         weights = MapWeights(st=share, ae=1.0 - share)

@@ -36,6 +36,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from bundle_images import calibration_parts, image_groups, missing_data
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIGMAS = (0.0, 0.5, 1.0, 2.0, 4.0)
@@ -93,9 +94,8 @@ def _ragged(maps: list[np.ndarray]) -> np.ndarray:
 
 def main() -> int:
     from edge_sdk import Bundle, Inspector
-    from edge_sdk.calibration.quantiles import split_indices
     from edge_sdk.calibration.thresholds import choose_threshold, outcome
-    from edge_sdk.evaluation.dataset import find_test_set, read_image
+    from edge_sdk.evaluation.dataset import read_image
     from edge_sdk.runtime.bundle import file_sha256
     from edge_sdk.statistics import auroc
 
@@ -110,8 +110,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="JSON file (default: benchmarks/results/...)")
     args = parser.parse_args()
-    if not Path(args.data).is_dir():
-        print(f"skipped: no data set at {args.data}", file=sys.stderr)
+    if missing_data(args.data):
         return 0
     bundle = Bundle.open(args.bundle)
     pad = bundle.manifest.normalization.pad
@@ -131,13 +130,7 @@ def main() -> int:
             return out
 
     started = time.perf_counter()
-    names = bundle.manifest.training["validation_split"]["files"]
-    test = find_test_set(args.data)
-    paths = {
-        "held_out": [Path(args.data) / "train" / "good" / n for n in names],
-        "good": [s.path for s in test.good],
-        "defective": [s.path for s in test.defective],
-    }
+    paths = image_groups(bundle, args.data)
     cache = Path(args.maps) if args.maps else None
     # The cache holds the maps of these images through this bundle, nothing else.
     key = [str(p) for v in paths.values() for p in v] + [file_sha256(args.bundle)]
@@ -154,10 +147,7 @@ def main() -> int:
             )
     scoring_s = time.perf_counter() - started
 
-    held_out = found["held_out"]
-    parts = split_indices(len(held_out))
-    quantile_maps = held_out if parts is None else [held_out[i] for i in parts[0]]
-    threshold_maps = held_out if parts is None else [held_out[i] for i in parts[1]]
+    quantile_maps, threshold_maps = calibration_parts(found["held_out"])
 
     readings: list[tuple[str, float, Any]] = []
     for sigma in (float(s) for s in args.sigmas.split(",") if s):

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bundle_images import calibration_parts, image_groups, missing_data
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # A Gumbel's median is mu + 0.36651 beta and its median absolute deviation 0.76705 beta.
@@ -219,8 +220,7 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
 
 def main() -> int:
     from edge_sdk import Bundle, Inspector
-    from edge_sdk.calibration.quantiles import split_indices
-    from edge_sdk.evaluation.dataset import find_test_set, read_image
+    from edge_sdk.evaluation.dataset import read_image
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", nargs="?", help="MVTec-style set the bundle was trained on")
@@ -246,8 +246,7 @@ def main() -> int:
         return 0
     if args.data is None or args.bundle is None:
         parser.error("give DATA and --bundle, or --replay FILE")
-    if not Path(args.data).is_dir():
-        print(f"skipped: no data set at {args.data}", file=sys.stderr)
+    if missing_data(args.data):
         return 0
     bundle = Bundle.open(args.bundle)
     inspector = Inspector.open(bundle, device="cpu", variant="fp32", recheck=False)
@@ -255,10 +254,9 @@ def main() -> int:
     def score(path: Path) -> float:
         return float(inspector.inspect(read_image(path)).score)
 
-    names = bundle.manifest.training["validation_split"]["files"]
-    held_out = np.array([score(Path(args.data) / "train" / "good" / n) for n in names])
-    parts = split_indices(held_out.size)
-    threshold_scores = held_out if parts is None else held_out[parts[1]]
+    paths = image_groups(bundle, args.data)
+    held_out = np.array([score(p) for p in paths["held_out"]])
+    threshold_scores = np.array(calibration_parts(held_out)[1])
     if args.eval_report:
         images = json.loads(Path(args.eval_report).read_text())["images"]
         # An ERROR (no score) is a reject, as eval counts it.
@@ -266,9 +264,8 @@ def main() -> int:
         good = np.array([v for kind, v in scores if kind is None])
         bad = np.array([v for kind, v in scores if kind is not None])
     else:
-        test = find_test_set(args.data)
-        good = np.array([score(s.path) for s in test.good])
-        bad = np.array([score(s.path) for s in test.defective])
+        good = np.array([score(p) for p in paths["good"]])
+        bad = np.array([score(p) for p in paths["defective"]])
     rows = policy_rows(threshold_scores, good, bad, target_frr=args.target_frr)
     report = {
         "bundle": str(args.bundle),

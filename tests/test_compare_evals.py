@@ -20,6 +20,27 @@ def _report(root: str, parts: list[tuple[str, str | None, float]]) -> dict[str, 
     return {"data": {"path": root}, "images": images}
 
 
+def _compare(files: list[Path]) -> list[dict[str, object]]:
+    """The script's rows (``--json``) for two files; it must succeed."""
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, files), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows: list[dict[str, object]] = json.loads(out.stdout)["rows"]
+    return rows
+
+
+def _refused(files: list[Path]) -> str:
+    """The script's error for two files it must refuse."""
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, files)], capture_output=True, text=True
+    )
+    assert out.returncode != 0
+    return out.stderr
+
+
 def test_reports_pair_by_image_within_the_data_set(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     names = [(f"test/good/{i}.png", None) for i in range(12)]
@@ -31,13 +52,7 @@ def test_reports_pair_by_image_within_the_data_set(tmp_path: Path) -> None:
     files = [tmp_path / "a.json", tmp_path / "b.json"]
     files[0].write_text(json.dumps(_report("/x/../data/set", a)))
     files[1].write_text(json.dumps(_report("/data/set", b[::-1])))
-    out = subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, files), "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    rows = {r["defects"]: r for r in json.loads(out.stdout)["rows"]}
+    rows = {r["defects"]: r for r in _compare(files)}
     assert set(rows) == {"all defects", "crack", "hole"}
     good = [k for k, (_, t, _) in enumerate(a) if t is None]
     for name, bad in (
@@ -58,10 +73,7 @@ def test_reports_of_other_images_are_refused(tmp_path: Path) -> None:
     files = [tmp_path / "a.json", tmp_path / "b.json"]
     files[0].write_text(json.dumps(_report("/d", [("g1", None, 0.1), ("b1", "x", 0.9)])))
     files[1].write_text(json.dumps(_report("/d", [("g2", None, 0.1), ("b1", "x", 0.9)])))
-    out = subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, files)], capture_output=True, text=True
-    )
-    assert out.returncode != 0 and "different images" in out.stderr
+    assert "different images" in _refused(files)
 
 
 def test_feature_knn_results_pair_row_by_row_for_the_sets_both_hold(tmp_path: Path) -> None:
@@ -76,16 +88,36 @@ def test_feature_knn_results_pair_row_by_row_for_the_sets_both_hold(tmp_path: Pa
     files = [tmp_path / "a.json", tmp_path / "b.json"]
     for f, rows in zip(files, (a_rows, b_rows), strict=True):
         f.write_text(json.dumps({"rows": rows}))
-    out = subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, files), "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    (got,) = json.loads(out.stdout)["rows"]
+    (got,) = _compare(files)
     a, b = a_rows[0]["scores"], b_rows[0]["scores"]
     want = auroc_difference(
         a["test_good"], a["test_defective"], b["test_good"], b["test_defective"]
     )
     assert got["data"] == "tile" and got["good"] == 9 and got["defective"] == 7
     assert got["difference"] == pytest.approx(want["difference"], abs=1e-12)
+
+
+def test_an_eval_report_pairs_with_stored_score_lists_by_position(tmp_path: Path) -> None:
+    # A bundle that did not outlive its machine left threshold_policies.py's output; a new
+    # bundle's eval report of the same set pairs with it in the test set's order.
+    rng = np.random.default_rng(2)
+    parts = [(f"test/good/{i}.png", None) for i in range(8)]
+    parts += [(f"test/crack/{i}.png", "crack") for i in range(6)]
+    parts.insert(3, parts.pop())  # defective and good images interleaved, as a set lists them
+    new = [(p, t, float(rng.normal(1.0 if t else 0.0))) for p, t in parts]
+    old_good, old_bad = rng.normal(0, 1, 8).tolist(), rng.normal(0.5, 1, 6).tolist()
+    files = [tmp_path / "report.json", tmp_path / "stored.json"]
+    files[0].write_text(json.dumps(_report("/data/magnetic_tile", new)))
+    stored = {"data": "magnetic_tile", "scores": {"test_good": old_good, "test_defective": old_bad}}
+    files[1].write_text(json.dumps({"bundle": "gone.bundle", **stored}))
+    (got,) = _compare(files)
+    want = auroc_difference(
+        [s for _, t, s in new if t is None], [s for _, t, s in new if t], old_good, old_bad
+    )
+    assert got["data"] == "magnetic_tile" and got["defects"] == "all defects"
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, abs=1e-12), key
+    # One image fewer in the stored lists: not the same test set.
+    stored["scores"]["test_defective"] = old_bad[:-1]
+    files[1].write_text(json.dumps(stored))
+    assert "different images" in _refused(files)

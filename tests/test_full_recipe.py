@@ -214,3 +214,17 @@ def test_map_parts_reads_the_trained_weights_as_the_bundle_does(tmp_path: Path) 
     assert trained["false_rejects"]["of"] == 3 and trained["escapes"]["of"] == 3
     # The shares are different readings of the maps, not one repeated.
     assert len({r["threshold"] for r in rows.values()}) == len(rows)
+    # The benchmarks that share its image groups (benchmarks/bundle_images.py) find the
+    # same threshold images and test images.
+    for name, extra in (("threshold_policies", []), ("map_smoothing", ["--sigmas", "0,1"])):
+        out = tmp_path / f"{name}.json"
+        script = SCRIPT.parents[1] / "benchmarks" / f"{name}.py"
+        argv = [sys.executable, str(script), str(data), "--bundle", str(bundle), *extra]
+        done = subprocess.run([*argv, "--out", str(out)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        other = json.loads(out.read_text())
+        if name == "threshold_policies":
+            assert other["held_out_threshold_images"] == doc["threshold_images"]
+            assert len(other["scores"]["test_good"]) == 3
+        else:
+            assert other["rows"] and other["threshold_images"] == doc["threshold_images"]
