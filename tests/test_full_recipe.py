@@ -228,3 +228,36 @@ def test_map_parts_reads_the_trained_weights_as_the_bundle_does(tmp_path: Path) 
             assert len(other["scores"]["test_good"]) == 3
         else:
             assert other["rows"] and other["threshold_images"] == doc["threshold_images"]
+
+
+def test_targets_teacher_gives_the_targets_through_the_inference_graph(tmp_path: Path) -> None:
+    # benchmarks/targets_teacher.py: the distillation targets as the teacher. Folded into the
+    # inference graph (raw 0..255 input, the teacher's mean/std), it must still give the
+    # targets of the image inside its reflected border, standardised.
+    import torch
+    import torch.nn.functional as F
+
+    sys.path.insert(0, str(SCRIPT.parents[1] / "benchmarks"))
+    from targets_teacher import targets_teacher
+
+    from edge_sdk.training import networks as nets
+    from edge_sdk.training.inference_graph import InferenceGraph
+    from edge_sdk.training.teacher_targets import CONTEXT, targets
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, image in enumerate(good_images(3, seed=5, size=(300, 360))):
+        cv2.imwrite(str(photos / f"photo-{i}.png"), image)
+    teacher = targets_teacher(photos, "pca-rotated", "mean").eval()
+    mean, std = torch.randn(384) * 0.1, torch.rand(384) + 0.5
+    graph = InferenceGraph(teacher, nets.student("efficientad-s"), nets.autoencoder(), mean, std)
+    image = torch.randint(0, 256, (1, 3, 256, 256), dtype=torch.uint8)
+    core = teacher[1]
+    window = F.pad(image.float() / 255.0, (CONTEXT,) * 4, mode="reflect")
+    want = (targets(core.backbone, core.projection, window) - mean.view(1, -1, 1, 1)) / std.view(
+        1, -1, 1, 1
+    )
+    with torch.no_grad():
+        got = graph.teacher(image.float())
+    assert got.shape == (1, 384, 56, 56)
+    assert torch.allclose(got, want, atol=2e-3 * float(want.abs().max()))
