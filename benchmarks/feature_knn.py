@@ -85,16 +85,15 @@ def _grid_patches(maps: torch.Tensor) -> torch.Tensor:
     return maps.permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
 
 
-def target_patches(
+def fitted_targets(
     photos: Path, projection: str, projection_photos: int = 256, layout: str = "points"
-) -> tuple[Extract, dict[str, Any]]:
-    """The distillation targets of ``edge-ad pretrain-teacher``'s defaults (Lite0, its
-    projection fitted on 256 photos, seed 0) in ``layout``, of each image inside a reflected
-    32 px border."""
+) -> tuple[Any, Any]:
+    """The backbone and projection of ``edge-ad pretrain-teacher``'s defaults (Lite0, the
+    projection fitted on 256 photos, seed 0) in ``layout``."""
     from edge_sdk.training.backbones import load_backbone
     from edge_sdk.training.teacher import TeacherConfig, projection_windows
     from edge_sdk.training.teacher_photos import Photos
-    from edge_sdk.training.teacher_targets import CONTEXT, WINDOW, fit_projection, targets
+    from edge_sdk.training.teacher_targets import WINDOW, fit_projection
 
     config = TeacherConfig(
         photos=photos,
@@ -111,6 +110,17 @@ def target_patches(
         kind=config.projection,
         layout=config.target_layout,
     )
+    return backbone, fitted
+
+
+def target_patches(
+    photos: Path, projection: str, projection_photos: int = 256, layout: str = "points"
+) -> tuple[Extract, dict[str, Any]]:
+    """The distillation targets of :func:`fitted_targets` of each image inside a reflected
+    32 px border."""
+    from edge_sdk.training.teacher_targets import CONTEXT, targets
+
+    backbone, fitted = fitted_targets(photos, projection, projection_photos, layout)
 
     def extract(image: np.ndarray) -> torch.Tensor:
         window = F.pad(torch.as_tensor(image).float() / 255.0, (CONTEXT,) * 4, mode="reflect")

@@ -57,27 +57,12 @@ def targets_teacher(photos: Path, projection: str, layout: str) -> nn.Sequential
     """A teacher that takes the PDN's ImageNet-normalised input and emits the targets: a 1x1
     convolution back to 0..1 first and an identity 1x1 convolution last, where the
     inference graph folds the input normalisation and the output standardisation."""
-    from edge_sdk.training.backbones import load_backbone
+    from feature_knn import fitted_targets
+
     from edge_sdk.training.inference_graph import IMAGENET_MEAN, IMAGENET_STD
     from edge_sdk.training.networks import TEACHER_CHANNELS
-    from edge_sdk.training.teacher import TeacherConfig, projection_windows
-    from edge_sdk.training.teacher_photos import Photos
-    from edge_sdk.training.teacher_targets import WINDOW, fit_projection
 
-    config = TeacherConfig(
-        photos=photos,
-        out=Path("unused.pth"),
-        projection=projection,  # type: ignore[arg-type]
-        target_layout=layout,  # type: ignore[arg-type]
-    )
-    backbone = load_backbone(config.backbone, image_size=WINDOW).eval()
-    fitted = fit_projection(
-        backbone,
-        projection_windows(Photos(photos), config),
-        seed=config.seed,
-        kind=config.projection,
-        layout=config.target_layout,
-    )
+    backbone, fitted = fitted_targets(photos, projection, layout=layout)
     to_rgb = nn.Conv2d(3, 3, 1)
     last = nn.Conv2d(TEACHER_CHANNELS, TEACHER_CHANNELS, 1)
     with torch.no_grad():
