@@ -261,3 +261,17 @@ def test_targets_teacher_gives_the_targets_through_the_inference_graph(tmp_path:
         got = graph.teacher(image.float())
     assert got.shape == (1, 384, 56, 56)
     assert torch.allclose(got, want, atol=2e-3 * float(want.abs().max()))
+
+
+def test_targets_teacher_cost_times_both_graphs(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, image in enumerate(good_images(2, seed=6, size=(300, 360))):
+        cv2.imwrite(str(photos / f"photo-{i}.png"), image)
+    script = SCRIPT.parents[1] / "benchmarks" / "targets_teacher_cost.py"
+    out = tmp_path / "cost.json"
+    argv = [sys.executable, str(script), "--photos", str(photos), "--rounds", "1"]
+    done = subprocess.run([*argv, "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert set(doc["median_ms"]) == {"pdn", "targets"} and doc["targets_over_pdn"] > 0
