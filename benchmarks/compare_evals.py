@@ -46,8 +46,9 @@ def score_lists(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each data set a file scored -> an eval-report-like dict whose images are named by
     their position among the good or the defective test images."""
     if "images" in doc:  # an eval report: its images in the report's (the test set's) order
-        good = [i["score"] for i in doc["images"] if i["defect_type"] is None]
-        bad = [i["score"] for i in doc["images"] if i["defect_type"] is not None]
+        by_path = scores(doc).values()  # dicts keep the report's order
+        good = [score for defect, score in by_path if defect is None]
+        bad = [score for defect, score in by_path if defect is not None]
         named = {os.path.basename(os.path.normpath(doc["data"]["path"])): (good, bad)}
     elif "scores" in doc:  # threshold_policies.py's output
         s = doc["scores"]

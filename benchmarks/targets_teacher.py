@@ -29,13 +29,13 @@ import json
 import sys
 from pathlib import Path
 
+# isort: off
+import edge_sdk.training  # noqa: F401  (first, so its OpenMP wait policy precedes torch)
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import edge_sdk.training  # noqa: F401  (first, so its OpenMP wait policy precedes torch)
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# isort: on
 
 
 class TargetsCore(nn.Module):
@@ -46,11 +46,10 @@ class TargetsCore(nn.Module):
         self.backbone, self.projection = backbone, projection
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        from edge_sdk.training.teacher_targets import CONTEXT, layout_features
+        from edge_sdk.training.teacher_targets import CONTEXT, targets
 
         window = F.pad(rgb, (CONTEXT,) * 4, mode="reflect")
-        features = layout_features(self.backbone, window, self.projection.layout)  # type: ignore[attr-defined, arg-type]
-        return self.projection.apply(features)  # type: ignore[attr-defined, no-any-return]
+        return targets(self.backbone, self.projection, window)  # type: ignore[arg-type]
 
 
 def targets_teacher(photos: Path, projection: str, layout: str) -> nn.Sequential:
