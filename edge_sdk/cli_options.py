@@ -22,3 +22,27 @@ EXIT_INTERRUPTED = 130
 def print_json(data: Any) -> None:
     """`data` as indented JSON on stdout (paths and the like as strings)."""
     print(json.dumps(data, indent=2, default=str))
+
+
+def map_weights(text: str) -> tuple[float, float]:
+    """``--map-weights ST,AE``: the weights of the student's and the autoencoder's maps in a
+    part's map (the reference: 0.5,0.5; ``1,0`` reads the student map alone).
+
+    >>> map_weights("1,0"), map_weights("0.75, 0.25")
+    ((1.0, 0.0), (0.75, 0.25))
+    """
+    import argparse
+    import math
+
+    parts = text.split(",")
+    try:
+        st, ae = (float(part) for part in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected two numbers ST,AE (e.g. 1,0 or 0.5,0.5), got {text!r}"
+        ) from None
+    if not (math.isfinite(st) and math.isfinite(ae)) or st < 0 or ae < 0 or st + ae <= 0:
+        raise argparse.ArgumentTypeError(
+            f"the map weights must be finite, not negative, and not both 0, got {text!r}"
+        )
+    return st, ae

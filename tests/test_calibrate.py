@@ -165,6 +165,30 @@ def test_recalibrate_refuses_to_overwrite(parent: Path, tmp_path: Path) -> None:
     assert any("same images" in n for n in child.threshold.policy.notes)
 
 
+def test_recalibrate_with_new_map_weights_sets_the_threshold_on_their_scores(
+    parent: Path, tmp_path: Path
+) -> None:
+    from edge_sdk.runtime.manifest import MapWeights
+
+    good = [flat(150 + 2 * i) for i in range(30)]
+    kept = Bundle.open(recalibrate(parent, good, out=tmp_path / "kept.bundle")).manifest
+    halved = Bundle.open(
+        recalibrate(
+            parent, good, out=tmp_path / "halved.bundle", weights=MapWeights(st=0.5, ae=0.5)
+        )
+    ).manifest
+    w = halved.normalization.weights
+    assert (w.st, w.ae) == (0.5, 0.5)
+    # The autoencoder map of this graph is 0: half the student's weight halves every score
+    # above the quantile, and the threshold set on them.
+    assert halved.normalization.st == kept.normalization.st
+    assert halved.threshold.image == pytest.approx(kept.threshold.image / 2, rel=1e-5)
+    with Inspector.open(tmp_path / "halved.bundle", device="cpu") as inspector:
+        score = inspector.inspect(flat(200)).score
+    with Inspector.open(tmp_path / "kept.bundle", device="cpu") as inspector:
+        assert score == pytest.approx(inspector.inspect(flat(200)).score / 2, rel=1e-5)
+
+
 def _write_images(folder: Path, images: list[np.ndarray]) -> Path:
     folder.mkdir(parents=True)
     for k, image in enumerate(images):
@@ -201,11 +225,14 @@ def test_calibrate_command(
             "zero-escape",
             "--name",
             "line-b",
+            "--map-weights",
+            "0.75,0.25",
         ]
     )
     assert args.func(args) == 0
     text = capsys.readouterr().out
     assert "wrote" in text and "line@sha256:" in text and "zero-escape" in text
+    assert "map weights st 1, ae 0 -> st 0.75, ae 0.25" in text
     assert "quantiles from 8 good images, threshold from 16" in text
     child = Bundle.open(out).manifest
     assert child.name == "line-b" and child.threshold.policy.policy == "zero-escape"
@@ -231,6 +258,12 @@ def test_calibrate_command_usage_errors(
     with pytest.raises(SystemExit) as exc:
         parser.parse_args([*base, "--target-frr", "2"])
     assert exc.value.code == 2
+    for weights in ("1", "0,0", "-1,2", "a,b", "nan,1"):
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args([*base, "--map-weights", weights])
+        assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "expected two numbers ST,AE" in err and "not both 0, got '0,0'" in err
     args = parser.parse_args([*base, "--policy", "f1"])
     assert args.func(args) == 2
     assert "needs defective images" in capsys.readouterr().err

@@ -138,7 +138,8 @@ def test_short_run_through_the_cli_gives_a_bundle_the_runtime_runs(
     add_train_parser(parser.add_subparsers(dest="command"))
     out = tmp_path / "parts.bundle"
     argv = ["train", str(parts), "--out", str(out), "--teacher", "random", "--steps", "4"]
-    options = ["--seed", "3", "--device", "cpu", "--int8", "--lr", "3e-4"] + (["--bf16"] * BF16)
+    options = ["--seed", "3", "--device", "cpu", "--int8", "--lr", "3e-4", "--map-weights", "1,0"]
+    options += ["--bf16"] * BF16
     args = parser.parse_args(argv + options)
     assert args.func(args) == 0
     printed = capsys.readouterr().out
@@ -159,6 +160,8 @@ def test_short_run_through_the_cli_gives_a_bundle_the_runtime_runs(
     assert record["images"] == {"train": 4, "validation": 4}
     assert set(record["losses"]) == {"total", "hard", "ae", "stae"}
     assert manifest.calibration["images"] == 4
+    weights = manifest.normalization.weights
+    assert (weights.st, weights.ae) == (1.0, 0.0)
     assert manifest.model.input.resize == INPUT_RESIZE == "area_fast"
     rng = np.random.default_rng(5)
     with Inspector.open(out, device="cpu") as inspector:
@@ -240,6 +243,12 @@ def test_checkpoints_from_before_resize_modes_continue_only_as_area(tmp_path: Pa
     assert load_checkpoint(path, fingerprint=old, older=FINGERPRINT_BEFORE)["step"] == 5
     with pytest.raises(ConfigError, match="resize: checkpoint 'area', now 'area_fast'"):
         load_checkpoint(path, fingerprint={**old, "resize": "area_fast"}, older=FINGERPRINT_BEFORE)
+
+
+def test_map_weights_both_zero_are_a_config_error(tmp_path: Path) -> None:
+    config = _config(tmp_path, tmp_path, map_weights=(0.0, 0.0))
+    with pytest.raises(ConfigError, match="map weights: expected two weights >= 0"):
+        config.validate()
 
 
 def test_unknown_resize_mode_is_a_config_error(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from edge_sdk.calibration.thresholds import choose_threshold
 from edge_sdk.runtime.engine import Engine
-from edge_sdk.runtime.manifest import Normalization, Quantiles, Threshold
+from edge_sdk.runtime.manifest import MapWeights, Normalization, Quantiles, Threshold
 from edge_sdk.runtime.preprocess import to_model_input
 from edge_sdk.runtime.scoring import MapScorer
 from edge_sdk.runtime.tiled import TiledFrames, cut_tiles
@@ -166,6 +166,7 @@ def calibrate(
     split: bool = False,
     bad_source: str = "",
     like: Normalization | None = None,
+    weights: MapWeights | None = None,
     tiling: Tiling | None = None,
 ) -> tuple[Normalization, Threshold, dict[str, Any]]:
     """Quantiles, threshold and calibration record from held-out good images.
@@ -182,7 +183,9 @@ def calibrate(
     both use all of them and the policy record says so.
 
     `like` keeps the map weights, padding and pad mode of an existing normalisation (a
-    recalibrated bundle keeps its parent's); only the quantiles are measured.
+    recalibrated bundle keeps its parent's); only the quantiles are measured. `weights`, when
+    given, replaces the map weights (of `like`, or the reference's half and half): the
+    threshold is then set on the scores those weights give.
 
     With `tiling` (a tiled bundle's), the quantiles pool every tile's map and each image's
     score is its part score: the highest of its regions' stitched maps, as the Inspector
@@ -212,6 +215,8 @@ def calibrate(
     overrides: dict[str, Any] = {}
     if like is not None:
         overrides = {"weights": like.weights, "pad": like.pad, "pad_mode": like.pad_mode}
+    if weights is not None:
+        overrides["weights"] = weights
     split_record: dict[str, Any]
     if parts is None:
         everything = list(range(n))

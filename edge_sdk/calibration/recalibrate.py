@@ -25,6 +25,7 @@ from edge_sdk.calibration.quantiles import calibrate
 from edge_sdk.errors import BundleError
 from edge_sdk.runtime.bundle import MANIFEST_NAME, Bundle, sha256_hex, write_bundle
 from edge_sdk.runtime.engine import Device, Engine, EngineOptions
+from edge_sdk.runtime.manifest import MapWeights
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ def recalibrate(
     device: Device = "cpu",
     good_source: str = "",
     bad_source: str = "",
+    weights: MapWeights | None = None,
 ) -> Path:
     """Measure new quantiles and a new threshold on `good_images` (and `bad_images`, if
     given, for the threshold policy) through the bundle's own float32 graph, and write a
@@ -65,6 +67,7 @@ def recalibrate(
 
     Good images are split (`edge_sdk.calibration.quantiles.split_indices`) so that the threshold is
     not chosen on the images that set the quantiles; with too few, the policy says so.
+    The child keeps its parent's map weights unless `weights` replaces them.
     """
     parent = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
     out_path = Path(out).expanduser().absolute()
@@ -98,6 +101,7 @@ def recalibrate(
         split=True,
         bad_source=bad_source,
         like=pm.normalization,
+        weights=weights,
         tiling=pm.model.input.tiling,
     )
     calibration: dict[str, Any] = {

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_sdk.calibration.thresholds import GOOD_ONLY_POLICIES, POLICIES
-from edge_sdk.cli_options import EXIT_OK, EXIT_USAGE
+from edge_sdk.cli_options import EXIT_OK, EXIT_USAGE, map_weights
 from edge_sdk.runtime.engine import DEVICES
 from edge_sdk.runtime.options import add_engine_options
 
@@ -142,6 +142,13 @@ def add_calibrate_parser(subparsers: Any) -> argparse.ArgumentParser:
         "few); f1: best F1; zero-escape: reject every defective image seen; strict: the "
         "lower of robust and zero-escape. Default: robust, or strict with --bad",
     )
+    p.add_argument(
+        "--map-weights",
+        type=map_weights,
+        metavar="ST,AE",
+        help="new weights of the student's and the autoencoder's maps (default: the "
+        "parent's); the threshold is set on the scores they give",
+    )
     p.add_argument("--name", help="name of the new bundle (default <name>-recal-<date>)")
     p.add_argument(
         "--device",
@@ -167,6 +174,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from edge_sdk.calibration.recalibrate import recalibrate
     from edge_sdk.evaluation.dataset import list_images
     from edge_sdk.runtime.bundle import Bundle
+    from edge_sdk.runtime.manifest import MapWeights
 
     if args.policy is not None and args.policy not in GOOD_ONLY_POLICIES and not args.bad:
         print(
@@ -183,6 +191,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"edge-ad calibrate: error: no images in {args.bad}", file=sys.stderr)
         return EXIT_USAGE
     parent = Bundle.open(args.bundle)
+    w = args.map_weights
     out = recalibrate(
         parent,
         _load_all(good),
@@ -194,6 +203,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         device=args.device,
         good_source=str(Path(args.good).expanduser().absolute()),
         bad_source=str(Path(args.bad).expanduser().absolute()) if args.bad else "",
+        weights=None if w is None else MapWeights(st=w[0], ae=w[1]),
     )
     child = Bundle.open(out).manifest
     policy = child.threshold.policy
@@ -217,6 +227,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         f"threshold {parent.manifest.threshold.image:.6g} -> {child.threshold.image:.6g} "
         f"(policy {policy.policy}, {policy.chosen_by})"
     )
+    old, new = parent.manifest.normalization.weights, child.normalization.weights
+    if old != new:
+        print(f"map weights st {old.st:g}, ae {old.ae:g} -> st {new.st:g}, ae {new.ae:g}")
     print(
         f"quantiles from {split['quantile_images']} good images, threshold from "
         f"{split['threshold_images']}" + (" (the same images)" if split["same_images"] else "")

@@ -20,7 +20,13 @@ from edge_sdk.runtime.manifest import ResizeMode
 if TYPE_CHECKING:
     pass
 
-from edge_sdk.cli_options import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from edge_sdk.cli_options import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    map_weights,
+)
 
 MODELS = {"s": "efficientad-s", "m": "efficientad-m"}
 # Without a terminal (a log file, CI) a line per this many seconds, and per phase change.
@@ -79,6 +85,14 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=0.01,
         metavar="F",
         help="false-reject rate on held-out good images that sets the threshold",
+    )
+    p.add_argument(
+        "--map-weights",
+        type=map_weights,
+        metavar="ST,AE",
+        help="weights of the student's and the autoencoder's maps in a part's map "
+        "(default: the paper's 0.5,0.5; 1,0 reads the student map alone; see the README "
+        "on what each catches)",
     )
     p.add_argument(
         "--resize",
@@ -311,6 +325,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         bf16=args.bf16,
         val_fraction=args.val_fraction,
         target_frr=args.target_frr,
+        map_weights=args.map_weights,
         name=args.name,
         checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
         checkpoint_every=args.checkpoint_every,

@@ -19,7 +19,7 @@ from edge_sdk import __version__
 from edge_sdk.calibration.quantiles import calibrate
 from edge_sdk.runtime.bundle import sha256_hex, write_bundle
 from edge_sdk.runtime.engine import Engine, EngineOptions
-from edge_sdk.runtime.manifest import InputSpec, Manifest, ModelSpec
+from edge_sdk.runtime.manifest import InputSpec, Manifest, MapWeights, ModelSpec
 from edge_sdk.runtime.tiling import Tiling
 from edge_sdk.training.inference_graph import InferenceGraph
 from edge_sdk.training.onnx_export import export_onnx
@@ -56,12 +56,14 @@ def export_bundle(
     resize: ResizeMode = "area",
     tiling: Tiling | None = None,
     overwrite: bool = False,
+    weights: MapWeights | None = None,
 ) -> Path:
     """Export the networks and write a bundle calibrated on held-out good images.
 
     ``resize`` must be the mode the networks were trained with: calibration uses it, and
     the manifest tells the runtime to; so must ``tiling``, with which the networks saw
     tiles (calibration then scores each image as the Inspector will, from its tiles).
+    ``weights``: the two maps' weights (default the reference's half and half).
     """
     graph = InferenceGraph(teacher, student, autoencoder, teacher_mean, teacher_std)
     onnx_bytes = graph_bytes(graph, height=height, width=width)
@@ -79,6 +81,7 @@ def export_bundle(
         target_frr=target_frr,
         source=calibration_source,
         split=True,
+        weights=weights,
         tiling=tiling,
     )
     manifest = Manifest(

@@ -84,6 +84,8 @@ class TrainConfig:
     bf16: bool | None = None
     val_fraction: float = 0.1
     target_frr: float = 0.01
+    # The (student, autoencoder) maps' weights in a part's map; None: the reference's 0.5, 0.5.
+    map_weights: tuple[float, float] | None = None
     resize: ResizeMode = INPUT_RESIZE
     # Regions and tiles at native resolution (edge_sdk/runtime/tiling.py); None: each
     # image squeezed into the model input.
@@ -111,6 +113,12 @@ class TrainConfig:
             raise ConfigError(f"learning rate: expected a value in (0, 1), found {self.lr}")
         if not 0.0 < self.target_frr < 1.0:
             raise ConfigError(f"target false-reject rate: expected (0, 1), found {self.target_frr}")
+        if self.map_weights is not None:
+            st, ae = self.map_weights
+            if not (st >= 0 and ae >= 0 and st + ae > 0):
+                raise ConfigError(
+                    f"map weights: expected two weights >= 0, not both 0, found {st}, {ae}"
+                )
         if self.resize not in get_args(ResizeMode):
             raise ConfigError(
                 f"resize: expected one of {', '.join(get_args(ResizeMode))}, found {self.resize!r}"

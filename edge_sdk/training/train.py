@@ -28,6 +28,7 @@ from torch import nn
 
 from edge_sdk.errors import ConfigError
 from edge_sdk.runtime.bundle import Bundle
+from edge_sdk.runtime.manifest import MapWeights
 from edge_sdk.runtime.tiling import plan_regions
 from edge_sdk.training.budget import BudgetPlan, plan_for_budget
 from edge_sdk.training.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
@@ -241,6 +242,10 @@ def fit_result(
     )
 
 
+def _map_weights(weights: tuple[float, float] | None) -> MapWeights | None:
+    return None if weights is None else MapWeights(st=weights[0], ae=weights[1])
+
+
 def training_record(config: TrainConfig, result: FitResult) -> dict[str, Any]:
     """The manifest's ``training`` section: enough to tell how the model was made."""
     data = result.data
@@ -331,6 +336,7 @@ def export_fit(
             f"{record['dataset']} (validation split, seed {split.seed})"
         ),
         target_frr=config.target_frr,
+        weights=_map_weights(config.map_weights),
         resize=config.resize,
         tiling=config.tiling,
         training=record,
