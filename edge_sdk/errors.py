@@ -45,8 +45,9 @@ class MissingDependencyError(EdgeADError, ImportError):
     """An optional dependency is needed for this feature and is not installed."""
 
 
-def require(module: str, *, extra: str, feature: str) -> object:
-    """Import an optional dependency or raise an error that says how to install it.
+def require(module: str, *, extra: str, feature: str, install: str | None = None) -> object:
+    """Import an optional dependency or raise an error that says how to install it:
+    ``install`` where no extra of edge-ad brings it, else ``pip install 'edge-ad[extra]'``.
 
     >>> require("json", extra="none", feature="reading JSON").__name__
     'json'
@@ -58,5 +59,5 @@ def require(module: str, *, extra: str, feature: str) -> object:
     except ImportError as exc:
         raise MissingDependencyError(
             f"{feature} needs the Python package {module!r}, which is not installed: "
-            f"pip install 'edge-ad[{extra}]'"
+            + (install or f"pip install 'edge-ad[{extra}]'")
         ) from exc

