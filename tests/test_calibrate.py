@@ -142,6 +142,12 @@ def test_recalibrate_writes_a_child_bundle(parent: Path, tmp_path: Path) -> None
     assert m.threshold.policy.policy == "strict"
     assert m.threshold.policy.split["same_images"] is False
     assert m.calibration["source"] == "new-light/" and m.calibration["defective_images"] == 3
+    check = m.calibration["map_weights_check"]
+    assert (check["good_images"], check["defective_images"]) == (20, 3)
+    by_share = {row["st"]: row for row in check["rows"]}
+    assert sorted(by_share) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert by_share[0.0]["image_auroc"] == 0.5  # the autoencoder map alone: all alike
+    assert all(by_share[s]["image_auroc"] == 1.0 for s in (0.25, 0.5, 0.75, 1.0))
     assert m.calibration["recalibrated_from"]["threshold"]["image"] == 0.1
     # The old bundle rejects every part under the new light; the child does not.
     with Inspector.open(parent, device="cpu") as old, Inspector.open(out, device="cpu") as new:
@@ -233,6 +239,12 @@ def test_calibrate_command(
     text = capsys.readouterr().out
     assert "wrote" in text and "line@sha256:" in text and "zero-escape" in text
     assert "map weights st 1, ae 0 -> st 0.75, ae 0.25" in text
+    # With defects, each weighting's separation of them: this graph's autoencoder map is 0,
+    # so without the student map every image scores alike (AUROC one half).
+    assert "image AUROC of these 1 defects against 16 good images" in text
+    assert "  0,1  0.500" in text and "  1,0  1.000" in text
+    assert "  0.75,0.25  1.000" in text and text.count("(this bundle's)") == 1
+    assert "  0.75,0.25  1.000  (this bundle's)" in text  # one defect: no interval
     assert "quantiles from 8 good images, threshold from 16" in text
     child = Bundle.open(out).manifest
     assert child.name == "line-b" and child.threshold.policy.policy == "zero-escape"

@@ -259,6 +259,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             f"  {name:<12} threshold {cand['threshold']:.6g}: false rejects "
             f"{cand['false_rejects']}{extra}"
         )
+    check = child.calibration.get("map_weights_check")
+    if check:
+        print(
+            f"image AUROC of these {check['defective_images']} defects against "
+            f"{check['good_images']} good images, by the map weights (--map-weights ST,AE):"
+        )
+        for row in check["rows"]:
+            ci = row["image_auroc_95ci"]
+            mark = "  (this bundle's)" if (row["st"], row["ae"]) == (new.st, new.ae) else ""
+            print(
+                f"  {row['st']:g},{row['ae']:g}  {row['image_auroc']:.3f}"
+                + (f" ({ci[0]:.3f} to {ci[1]:.3f})" if ci else "")
+                + mark
+            )
     for note in policy.notes:
         print(f"note: {note}")
     return EXIT_OK
