@@ -112,6 +112,7 @@ def test_bundle_info_and_verify(s_bundle: Path) -> None:
     assert info["architecture"] == "efficientad-s" and info["name"] == "random-s"
     text = run("bundle", "info", str(s_bundle), check_rc=0).stdout
     assert "threshold" in text and "efficientad-s" in text
+    assert "map weights st 0.5, ae 0.5" in text
     # Six calibration images cannot resolve 1 %: the target, its interval and the warning.
     assert "target      false-reject rate 0.01 on 6 good images, expected" in text
     assert "WARNING     too few good images" in text and "cannot resolve" in text

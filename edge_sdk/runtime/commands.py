@@ -228,6 +228,8 @@ def cmd_bundle_info(args: argparse.Namespace) -> int:
         f"ae qa={norm['ae']['qa']:.6g} qb={norm['ae']['qb']:.6g}   pad {norm['pad']} "
         f"({norm['pad_mode']})"
     )
+    weights = norm["weights"]
+    print(f"  map weights st {weights['st']:g}, ae {weights['ae']:g}")
     thr = info["threshold"]
     record = ThresholdPolicy.model_validate(thr["policy"])
     policy = record.method or "unspecified"
