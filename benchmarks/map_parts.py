@@ -33,7 +33,6 @@ import numpy as np
 from bundle_images import calibration_parts, image_groups, missing_data
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ST_SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 RawMaps = list[tuple[np.ndarray, np.ndarray]]  # an image's (st, ae) pairs, one per tile
 
@@ -74,6 +73,7 @@ def raw_maps(bundle: Any, groups: dict[str, list[Path]], threads: int) -> dict[s
 
 def main() -> int:
     from edge_sdk import Bundle
+    from edge_sdk.calibration.quantiles import CHECKED_ST_SHARES
     from edge_sdk.calibration.thresholds import choose_threshold, outcome
     from edge_sdk.runtime.manifest import MapWeights
     from edge_sdk.runtime.scoring import MapScorer
@@ -82,7 +82,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", help="MVTec-style set the bundle was trained on")
     parser.add_argument("--bundle", required=True)
-    parser.add_argument("--shares", default=",".join(str(s) for s in ST_SHARES))
+    parser.add_argument("--shares", default=",".join(str(s) for s in CHECKED_ST_SHARES))
     parser.add_argument("--target-frr", type=float, default=0.01)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="JSON file (default: benchmarks/results/...)")

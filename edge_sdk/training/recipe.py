@@ -21,7 +21,7 @@ import torch
 
 from edge_sdk.errors import ConfigError
 from edge_sdk.runtime.bundle import file_sha256
-from edge_sdk.runtime.manifest import ResizeMode
+from edge_sdk.runtime.manifest import MapWeights, ResizeMode
 from edge_sdk.runtime.tiling import Tiling
 from edge_sdk.training.checkpoint import checkpoint_folder
 from edge_sdk.training.networks import ARCHITECTURES
@@ -115,10 +115,12 @@ class TrainConfig:
             raise ConfigError(f"target false-reject rate: expected (0, 1), found {self.target_frr}")
         if self.map_weights is not None:
             st, ae = self.map_weights
-            if not (st >= 0 and ae >= 0 and st + ae > 0):
+            try:  # the manifest's own rule
+                MapWeights(st=st, ae=ae)
+            except ValueError:
                 raise ConfigError(
                     f"map weights: expected two weights >= 0, not both 0, found {st}, {ae}"
-                )
+                ) from None
         if self.resize not in get_args(ResizeMode):
             raise ConfigError(
                 f"resize: expected one of {', '.join(get_args(ResizeMode))}, found {self.resize!r}"
